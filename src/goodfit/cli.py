@@ -1,0 +1,158 @@
+"""The `goodfit` command line (typer + rich). Heavy imports (torch) happen inside commands,
+so `goodfit --help` answers fast.
+
+Exit codes: 0 success; 2 user error (one message + hint, no traceback); 3 the run failed
+for a training reason; 1 a bug or a lab whose claim did not hold.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+
+from goodfit import __version__
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  help="goodfit: train PyTorch models to a good fit, and see why.")
+lab_app = typer.Typer(no_args_is_help=True, help="The executable handbook: one lab per question.")
+app.add_typer(lab_app, name="lab")
+out = Console()
+err = Console(stderr=True)
+
+
+def _fail(e: Exception) -> None:
+    from goodfit.errors import GoodfitError
+
+    if isinstance(e, GoodfitError):
+        err.print(f"[bold red]error:[/] {getattr(e, 'message', str(e))}", highlight=False)
+        hint = getattr(e, "hint", None)
+        if hint:
+            err.print(f"[yellow]hint:[/] {hint}", highlight=False)
+        raise typer.Exit(e.exit_code)
+    raise e
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"goodfit {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def main_options(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                              help="Print the version and exit.")) -> None:
+    """goodfit: train PyTorch models to a good fit, and see why."""
+
+
+def _print_summary(run) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{run.recipe.name}: test split (evaluated once)", show_header=True)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in (run.test or {}).items():
+        table.add_row(k, f"{v:.4f}")
+    out.print(table)
+    st = run.state
+    reason = {"early_stopping": "early stopping"}.get(st.stop_reason or "", "all epochs done")
+    out.print(f"epochs run: {st.epoch} ({reason}); best epoch: {run.best_epoch}; "
+              f"training time: {sum(h['train_time'] for h in st.history):.1f}s", highlight=False)
+    out.print(f"run directory: {run.dir}", highlight=False)
+
+
+@app.command()
+def train(recipe: Optional[str] = typer.Argument(None, help="YAML path or built-in recipe name (default: digits-cnn)."),
+          set_: List[str] = typer.Option([], "--set", help="Override a key: --set optimizer.lr=0.001 (repeatable)."),
+          out_dir: Path = typer.Option(Path("runs"), "--out", help="Root folder of run directories."),
+          quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output.")) -> None:
+    """Train, validate, early-stop, checkpoint, then evaluate the test split once."""
+    try:
+        from goodfit.run import run
+
+        result = run(recipe, set_, out=out_dir, progress=not quiet, console=err)
+    except Exception as e:  # noqa: BLE001 - mapped to exit codes, bugs re-raised
+        _fail(e)
+    _print_summary(result)
+
+
+@app.command()
+def resume(run_dir: Path = typer.Argument(..., help="A run directory written by `goodfit train`."),
+           quiet: bool = typer.Option(False, "--quiet", "-q")) -> None:
+    """Continue an interrupted run exactly where its last checkpoint left it."""
+    try:
+        from goodfit.run import resume as do_resume
+
+        result = do_resume(run_dir, progress=not quiet, console=err)
+    except Exception as e:  # noqa: BLE001
+        _fail(e)
+    _print_summary(result)
+
+
+@app.command()
+def evaluate(run_dir: Path = typer.Argument(..., help="A run directory."),
+             split: str = typer.Option("val", "--split", help="val or test (test is locked after one evaluation)."),
+             checkpoint: str = typer.Option("best", "--checkpoint", help="best or last."),
+             force: bool = typer.Option(False, "--force", help="Evaluate the locked test split again (recorded).")) -> None:
+    """Metrics of a saved model."""
+    try:
+        from goodfit.run import evaluate_run
+
+        metrics = evaluate_run(run_dir, split, checkpoint, force)
+    except Exception as e:  # noqa: BLE001
+        _fail(e)
+    for k, v in metrics.items():
+        out.print(f"{split}_{k}: {v:.6g}", highlight=False)
+
+
+@app.command()
+def recipes() -> None:
+    """List the built-in recipes."""
+    from goodfit.recipe import DEFAULT_RECIPE, describe_builtins
+
+    for name, line in describe_builtins():
+        mark = " (default)" if name == DEFAULT_RECIPE else ""
+        out.print(f"[bold]{name:<20}[/]{line}{mark}", highlight=False)
+
+
+@lab_app.command("list")
+def lab_list() -> None:
+    """The labs: handbook id and question."""
+    from goodfit.labs import all_labs
+
+    for lab in all_labs():
+        out.print(f"[bold]{lab.id:<8}[/]{lab.title}", highlight=False)
+
+
+@lab_app.command("run")
+def lab_run(ids: List[str] = typer.Argument(None, help="Lab ids, e.g. 1.1.3"),
+            all_: bool = typer.Option(False, "--all", help="Run every lab."),
+            quick: bool = typer.Option(False, "--quick", help="Small, fast versions (what the tests run)."),
+            out_dir: Path = typer.Option(Path("lab_out"), "--out", help="Where figures and lab runs go."),
+            docs: Optional[Path] = typer.Option(None, "--docs", help="Write the handbook page DIR/<id>.md.")) -> None:
+    """Run labs: each prints its answer, measures, asserts its claim and saves its figures."""
+    try:
+        from goodfit.labs import run_labs, select
+
+        labs = select(ids or [], all_)
+        results = run_labs(labs, quick=quick, out=out_dir, docs=docs, console=out)
+    except Exception as e:  # noqa: BLE001
+        _fail(e)
+    failed = [r.lab.id for r in results if not r.passed]
+    if failed:
+        err.print(f"[bold red]claims that did not hold:[/] {', '.join(failed)}")
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""NumPy .npz files with arrays `x` and `y` (and optionally `num_classes`), read without pickle."""
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from goodfit.data.dataset import RawData
+from goodfit.errors import UserError
+
+
+def _array(f, path: Path, key: str) -> np.ndarray:
+    try:
+        return f[key]
+    except ValueError as e:
+        if "pickle" in str(e).lower():
+            raise UserError(f"{path}: array '{key}' is a pickled object array; goodfit never unpickles data",
+                            "save plain numeric arrays, e.g. np.savez(path, x=x.astype('float32'), y=y)") from None
+        raise UserError(f"{path}: cannot read array '{key}': {e}") from None
+
+
+def read_npz(path: Path) -> RawData:
+    """Read `x` (n, ...) and `y` (n,) or (n, D); `num_classes` optionally declares K."""
+    try:
+        f = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise UserError(f"cannot read {path} as .npz: {e}", "write it with numpy.savez") from None
+    if not isinstance(f, np.lib.npyio.NpzFile):
+        raise UserError(f"{path} holds a single array, not named arrays x and y", "write it with np.savez(path, x=x, y=y)")
+    with f:
+        keys = list(f.files)
+        absent = [k for k in ("x", "y") if k not in keys]
+        if absent:
+            raise UserError(f"{path} has no array {' or '.join(repr(k) for k in absent)}; it holds: {', '.join(keys) or 'nothing'}",
+                            "save the features as x and the targets as y: np.savez(path, x=x, y=y)")
+        x, y = _array(f, path, "x"), _array(f, path, "y")
+        k = _array(f, path, "num_classes") if "num_classes" in keys else None
+    if x.dtype.kind not in "biuf":
+        raise UserError(f"{path}: x has dtype {x.dtype}; features must be numbers", "convert x to float32")
+    if y.dtype.kind not in "biuf":
+        raise UserError(f"{path}: y has dtype {y.dtype}; targets must be numbers (class indices or values)",
+                        "encode class names as integers 0..K-1")
+    if x.ndim == 0 or y.ndim == 0:
+        raise UserError(f"{path}: x and y must have one row per sample; got shapes {x.shape} and {y.shape}")
+    num_classes = None
+    if k is not None:
+        if k.size != 1 or k.dtype.kind not in "iu" or int(k.reshape(())) < 1:
+            raise UserError(f"{path}: num_classes must be one positive integer, got {k!r}")
+        num_classes = int(k.reshape(()))
+    x = x.astype(np.float64)
+    if x.ndim == 1:
+        x = x[:, None]  # one feature per sample
+    return RawData(x=x, y=y, source=str(path), kind="npz", num_classes=num_classes)

@@ -1,0 +1,135 @@
+"""The training loop: one `fit` function, readable top to bottom.
+
+Five events are the only extension point, each a plain method call on every callback
+that defines it: on_fit_start, on_step_end, on_validation_end, on_epoch_end, on_fit_end.
+A callback may ask the loop to stop by setting `state.should_stop`; nothing else about
+control flow is hidden. Per step there is no host sync: losses stay on the device and
+are reduced once per epoch.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from goodfit.engine.evaluate import evaluate
+
+EVENTS = ("on_fit_start", "on_step_end", "on_validation_end", "on_epoch_end", "on_fit_end")
+
+
+@dataclass
+class FitState:
+    """Counters and history of a fit; everything needed to resume it, with the RNGs and the files."""
+
+    epoch: int = 0                 # epochs completed
+    step: int = 0                  # optimizer steps taken
+    batch_in_epoch: int = 0        # batches done in the current epoch (mid-epoch resume)
+    should_stop: bool = False
+    stop_reason: str | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)   # one summary per epoch
+    epoch_losses: list[torch.Tensor] = field(default_factory=list)  # this epoch's detached step losses
+    loss_carry: tuple[float, int] = (0.0, 0)  # (sum, count) of this epoch's losses before a mid-epoch resume
+    last_eval: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        done = torch.stack(self.epoch_losses).double().sum().item() if self.epoch_losses else 0.0
+        return {"epoch": self.epoch, "step": self.step, "batch_in_epoch": self.batch_in_epoch,
+                "should_stop": self.should_stop, "stop_reason": self.stop_reason, "history": self.history,
+                "loss_carry": [self.loss_carry[0] + done, self.loss_carry[1] + len(self.epoch_losses)],
+                "last_eval": self.last_eval}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "FitState":
+        return cls(epoch=d["epoch"], step=d["step"], batch_in_epoch=d["batch_in_epoch"],
+                   should_stop=d["should_stop"], stop_reason=d.get("stop_reason"), history=d["history"],
+                   loss_carry=tuple(d["loss_carry"]), last_eval=d.get("last_eval", {}))
+
+
+def emit(callbacks, event: str, *args) -> None:
+    for cb in callbacks:
+        fn = getattr(cb, event, None)
+        if fn is not None:
+            fn(*args)
+
+
+def autocast(device: torch.device, precision: str):
+    """bf16/fp16 mixed precision through torch.autocast; fp32 is a no-op context."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def fit(trainer, state: FitState | None = None) -> FitState:
+    """Train `trainer.model` for `trainer.epochs` epochs (or until a callback stops it)."""
+    t = trainer
+    state = state or FitState()
+    model, optimizer, loss_fn = t.model, t.optimizer, t.loss_fn
+    steps_per_epoch = len(t.train_loader)
+    total_steps = t.epochs * steps_per_epoch
+    warmup_steps = round(t.warmup_epochs * steps_per_epoch)
+    base_lrs = [g.setdefault("initial_lr", g["lr"]) for g in optimizer.param_groups]
+    step_callbacks = [cb for cb in t.callbacks if hasattr(cb, "on_step_end")]
+    scaler = torch.amp.GradScaler(t.device.type) if t.precision == "fp16" else None
+
+    emit(t.callbacks, "on_fit_start", t, state)
+    while state.epoch < t.epochs and not state.should_stop:
+        model.train()
+        epoch_start = time.perf_counter()
+        for x, y in t.train_loader.epoch(state.epoch, start=state.batch_in_epoch):
+            factor = t.schedule(state.step, total_steps, warmup=warmup_steps, min_lr=t.min_lr)
+            for group, base in zip(optimizer.param_groups, base_lrs):
+                group["lr"] = base * factor
+            if t.augment is not None:
+                x = t.augment(x)
+            optimizer.zero_grad(set_to_none=True)
+            with autocast(t.device, t.precision):
+                loss = loss_fn(model(x), y)
+            if t.penalty is not None:
+                loss = loss + t.penalty(model)
+            if scaler is None:
+                loss.backward()
+            else:
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+            if t.clip is not None:
+                t.clip(model.parameters())
+            if scaler is None:
+                optimizer.step()
+            else:
+                scaler.step(optimizer)
+                scaler.update()
+            loss = loss.detach()
+            state.epoch_losses.append(loss)
+            state.step += 1
+            state.batch_in_epoch += 1
+            for cb in step_callbacks:
+                cb.on_step_end(t, state, loss)
+
+        # one host sync per epoch for the training loss
+        carry_sum, carry_n = state.loss_carry
+        epoch_sum = torch.stack(state.epoch_losses).double().sum().item() if state.epoch_losses else 0.0
+        n = carry_n + len(state.epoch_losses)
+        train_loss = (carry_sum + epoch_sum) / max(1, n)
+        state.epoch_losses, state.loss_carry = [], (0.0, 0)
+        train_time = time.perf_counter() - epoch_start
+
+        summary: dict[str, Any] = {"epoch": state.epoch + 1, "step": state.step, "train_loss": train_loss,
+                                   "lr": optimizer.param_groups[0]["lr"], "train_time": train_time}
+        if t.val_loader is not None:
+            val = evaluate(model, loss_fn, t.val_loader, t.make_metrics(), t.device, t.precision)
+            state.last_eval = val
+            summary.update({f"val_{k}": v for k, v in val.items()})
+            emit(t.callbacks, "on_validation_end", t, state, val)
+        state.epoch += 1
+        state.batch_in_epoch = 0
+        state.history.append(summary)
+        if not math.isfinite(train_loss):
+            state.should_stop, state.stop_reason = True, "diverged"
+        emit(t.callbacks, "on_epoch_end", t, state, summary)
+    emit(t.callbacks, "on_fit_end", t, state)
+    return state

@@ -1,0 +1,187 @@
+"""Classification metrics from sufficient statistics kept on the device.
+
+Conventions (all tested equal to scikit-learn 1.9):
+- accuracy = `accuracy_score`.
+- macro_f1 = `f1_score(average="macro")`: the mean of per-class F1 = 2TP / (2TP + FP + FN) over
+  the labels present in targets or predictions, like sklearn's default `labels`. Such a label
+  always has 2TP + FP + FN > 0, so sklearn's zero_division never applies to it; a class that is
+  never predicted (precision undefined) but present in the targets scores F1 = 0, as in sklearn.
+- auroc = `roc_auc_score`: Mann-Whitney U with average ranks for tied scores. It is undefined with
+  a single class in the targets: UserError. (sklearn 1.9 warns and returns NaN instead; a NaN
+  would silently break early stopping or model selection on val_auroc.)
+- No samples at all: every metric is NaN (sklearn raises on empty input).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from goodfit.errors import UserError
+from goodfit.metrics.names import check_names
+from goodfit.metrics.sync import acc_dtype, to_host
+
+
+def confusion_counts(target: Tensor, pred: Tensor, num_classes: int) -> Tensor:
+    """Flat (K*K + 1,) counts of (target, pred) pairs; the last bin counts labels outside [0, K)."""
+    k = num_classes
+    valid = (target >= 0) & (target < k) & (pred >= 0) & (pred < k)
+    # torch.bincount sizes its output from the data's maximum, a host sync on CUDA; a scatter-add
+    # into a fixed-size table costs none, and the extra bin catches bad labels without a device assert.
+    index = torch.where(valid, target * k + pred, k * k)
+    counts = torch.zeros(k * k + 1, dtype=torch.int64, device=index.device)
+    return counts.scatter_add_(0, index, torch.ones_like(index))
+
+
+def confusion_scores(confusion: Tensor) -> dict[str, Tensor]:
+    """Accuracy and macro-F1 (over labels present in targets or predictions) of a (K, K) matrix."""
+    cm = confusion.to(acc_dtype(confusion.device))
+    true_count, pred_count, tp = cm.sum(1), cm.sum(0), cm.diagonal()
+    accuracy = tp.sum() / cm.sum()
+    # 2TP + FP + FN = (TP + FN) + (TP + FP): positive exactly for the labels sklearn averages over.
+    support = true_count + pred_count
+    present = support > 0
+    f1 = torch.where(present, 2 * tp / support.clamp_min(1), torch.zeros_like(tp))
+    macro_f1 = f1.sum() / present.sum()
+    return {"accuracy": accuracy, "macro_f1": macro_f1}
+
+
+def rank_auroc(scores: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """AUROC of 1-D scores against 0/1 targets by the rank formula, with its positive and negative counts."""
+    n = scores.numel()
+    sorted_scores, order = torch.sort(scores)
+    positive = target[order]
+    position = torch.arange(n, device=scores.device)
+    # Tied scores share the average of their ranks: each run of equal values spans [start, end].
+    first = torch.ones(n, dtype=torch.bool, device=scores.device)
+    first[1:] = sorted_scores[1:] != sorted_scores[:-1]
+    last = torch.ones(n, dtype=torch.bool, device=scores.device)
+    last[:-1] = first[1:]
+    start = torch.where(first, position, 0).cummax(0).values
+    end = torch.where(last, position, n - 1).flip(0).cummin(0).values.flip(0)
+    ranks = (start + end).to(scores.dtype) / 2 + 1
+    n_pos = positive.sum()
+    n_neg = n - n_pos
+    u = (ranks * positive).sum() - n_pos * (n_pos + 1) / 2
+    return u / (n_pos * n_neg), n_pos, n_neg
+
+
+def _flat(x: Tensor, what: str) -> Tensor:
+    """A (N,) or (N, 1) tensor as (N,)."""
+    if x.ndim == 2 and x.shape[1] == 1:
+        return x.reshape(-1)
+    if x.ndim != 1:
+        raise ValueError(f"{what} must have shape (N,) or (N, 1), got {tuple(x.shape)}")
+    return x
+
+
+def _check_lengths(output: Tensor, target: Tensor) -> None:
+    """Raise ValueError when predictions and targets disagree on N."""
+    if output.shape[0] != target.shape[0]:
+        raise ValueError(f"output has {output.shape[0]} samples but target has {target.shape[0]}")
+
+
+class ClassificationMetrics:
+    """Streaming multiclass accuracy / macro-F1 from a confusion matrix on the device."""
+
+    def __init__(self, num_classes: int, names: Sequence[str], device=None):
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be at least 1, got {num_classes}")
+        self.names = check_names("classification", names)
+        self.num_classes = int(num_classes)
+        self.device = torch.device(device) if device is not None else None
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything seen so far."""
+        self._counts: Tensor | None = None
+
+    def update(self, output: Tensor, target: Tensor) -> None:
+        """Add a batch: logits (N, K) or integer labels (N,), against integer targets (N,)."""
+        k = self.num_classes
+        if output.ndim == 2:
+            if output.shape[1] != k:
+                raise ValueError(f"logits must have shape (N, {k}), got {tuple(output.shape)}")
+            pred = output.argmax(1)
+        elif output.ndim == 1 and not output.is_floating_point():
+            pred = output.long()
+        else:
+            raise ValueError(f"output must be logits (N, {k}) or integer labels (N,), "
+                             f"got {output.dtype} {tuple(output.shape)}")
+        target = _flat(target, "target")
+        if target.is_floating_point():
+            raise ValueError(f"classification targets must be integer class indices, got {target.dtype}")
+        _check_lengths(pred, target)
+        device = self.device or pred.device
+        counts = confusion_counts(target.to(device).long(), pred.to(device), k)
+        self._counts = counts if self._counts is None else self._counts + counts
+
+    def compute(self) -> dict[str, float]:
+        """The requested metrics over everything since the last reset (one host sync)."""
+        if self._counts is None:
+            return {name: float("nan") for name in self.names}
+        k = self.num_classes
+        scores = confusion_scores(self._counts[:-1].view(k, k))
+        values = {name: scores[name] for name in self.names}
+        values["_invalid"] = self._counts[-1]
+        host = to_host(values)
+        if host.pop("_invalid"):
+            raise ValueError(f"{int(self._counts[-1])} labels lie outside the class range [0, {k})")
+        return host
+
+
+class BinaryMetrics:
+    """Streaming binary accuracy / macro-F1 (threshold logit > 0) and AUROC (rank formula)."""
+
+    def __init__(self, names: Sequence[str], device=None):
+        self.names = check_names("binary", names)
+        self.device = torch.device(device) if device is not None else None
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything seen so far."""
+        self._counts: Tensor | None = None
+        self._scores: list[Tensor] = []
+        self._targets: list[Tensor] = []
+
+    def update(self, output: Tensor, target: Tensor) -> None:
+        """Add a batch: logits (N,) or (N, 1) against 0/1 targets (N,) or (N, 1) of any numeric dtype."""
+        output = _flat(output, "binary output")
+        target = _flat(target, "binary target")
+        _check_lengths(output, target)
+        if output.numel() == 0:
+            return
+        device = self.device or output.device
+        output, target = output.detach().to(device), target.to(device)
+        valid = (target == 0) | (target == 1)
+        label = torch.where(valid, target.long(), -1)  # -1 lands in the out-of-range bin
+        counts = confusion_counts(label, (output > 0).long(), 2)
+        self._counts = counts if self._counts is None else self._counts + counts
+        if "auroc" in self.names:
+            dtype = acc_dtype(device)  # float16/bfloat16 values are exact in float64: no new ties
+            self._scores.append(output.to(dtype))
+            self._targets.append(valid.to(dtype) * target.to(dtype))
+
+    def compute(self) -> dict[str, float]:
+        """The requested metrics over everything since the last reset (one host sync)."""
+        if self._counts is None:
+            return {name: float("nan") for name in self.names}
+        scores = confusion_scores(self._counts[:-1].view(2, 2))
+        values = {name: scores[name] for name in self.names if name != "auroc"}
+        if "auroc" in self.names:
+            values["auroc"], values["_pos"], values["_neg"] = rank_auroc(
+                torch.cat(self._scores), torch.cat(self._targets))
+        values["_invalid"] = self._counts[-1]
+        host = to_host(values)
+        if host.pop("_invalid"):
+            raise ValueError(f"{int(self._counts[-1])} binary targets are neither 0 nor 1")
+        if "auroc" in self.names:
+            pos, neg = int(host.pop("_pos")), int(host.pop("_neg"))
+            if pos == 0 or neg == 0:
+                raise UserError(
+                    f"AUROC is undefined when the targets hold one class only "
+                    f"({pos} positives, {neg} negatives)",
+                    "evaluate on a split that holds both classes (stratified, or larger)",
+                )
+        return {name: host[name] for name in self.names}

@@ -1,0 +1,1 @@
+"""Layers and regularizers that torch does not ship as such."""

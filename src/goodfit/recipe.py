@@ -1,0 +1,299 @@
+"""The recipe: one validated YAML document that says everything about a run (DESIGN §1.3).
+
+Every key has a default, unknown keys are errors with a "did you mean" hint, and
+`--set a.b=value` overrides any key with YAML type coercion. Nothing here imports torch.
+"""
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from goodfit.errors import UserError
+
+RECIPES_DIR = Path(__file__).parent / "recipes"
+DEFAULT_RECIPE = "digits-cnn"
+_TASKS = ("classification", "binary", "multilabel", "regression", "segmentation", "detection")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class Split(_Section):
+    val: float = Field(0.15, ge=0.0, lt=1.0)
+    test: float = Field(0.15, ge=0.0, lt=1.0)
+    stratify: bool = True
+
+    @model_validator(mode="after")
+    def _fractions_leave_room_for_training(self) -> "Split":
+        if self.val + self.test >= 1.0:
+            raise ValueError(f"val + test = {self.val + self.test:g} leaves no training data; it must be < 1")
+        return self
+
+
+class Perturb(_Section):
+    subset: int | None = Field(None, ge=1)
+    label_noise: float = Field(0.0, ge=0.0, le=1.0)
+    feature_scale: float | None = Field(None, gt=0.0)
+    imbalance: float | None = Field(None, gt=0.0, le=1.0)
+
+
+class Data(_Section):
+    source: str = "digits"
+    target: str | None = None
+    split: Split = Field(default_factory=Split)
+    normalize: Literal["standard", "minmax", "none"] = "standard"
+    impute: Literal["none", "mean", "median", "most_frequent"] = "none"
+    augment: list[str | dict[str, Any]] = Field(default_factory=list)
+    balance: Literal["none", "sampler", "class_weights"] = "none"
+    perturb: Perturb = Field(default_factory=Perturb)
+
+
+class Model(_Section):
+    name: str = "cnn"
+    width: int = Field(64, ge=1)
+    depth: int = Field(3, ge=0)
+    activation: str = "relu"
+    norm: Literal["batch", "layer", "instance", "group", "none"] = "batch"
+    norm_position: Literal["before_activation", "after_activation"] = "before_activation"
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    init: str = "default"
+    kernel_size: int = Field(3, ge=1)
+
+
+class Loss(_Section):
+    name: str | None = None  # None: the task's default (cross_entropy, bce_with_logits, mse)
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class Optimizer(_Section):
+    name: Literal["adamw", "adam", "sgd"] = "adamw"
+    lr: float = Field(0.003, gt=0.0)
+    weight_decay: float = Field(0.01, ge=0.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    nesterov: bool = False
+    betas: tuple[float, float] = (0.9, 0.999)
+    decay_norm_and_bias: bool = False
+
+
+class Schedule(_Section):
+    name: Literal["constant", "cosine"] = "cosine"
+    warmup: float = Field(0.0, ge=0.0)  # linear warmup length in epochs (fractions allowed)
+    min_lr: float = Field(0.0, ge=0.0)  # floor of the cosine, as a fraction of optimizer.lr
+
+
+class Regularization(_Section):
+    l1: float = Field(0.0, ge=0.0)
+    l2: float = Field(0.0, ge=0.0)
+
+
+class EarlyStopping(_Section):
+    monitor: str = "val_loss"
+    mode: Literal["auto", "min", "max"] = "auto"
+    patience: int | None = Field(5, ge=1)  # None disables early stopping
+    min_delta: float = Field(0.0, ge=0.0)
+    restore_best: bool = True
+
+
+class GradClip(_Section):
+    norm: float | None = Field(None, gt=0.0)
+    value: float | None = Field(None, gt=0.0)
+
+    @model_validator(mode="after")
+    def _one_method(self) -> "GradClip":
+        if (self.norm is None) == (self.value is None):
+            raise ValueError("give exactly one of {norm: X} or {value: X}")
+        return self
+
+
+class Train(_Section):
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(64, ge=1)
+    eval_batch_size: int = Field(1024, ge=1)
+    grad_clip: GradClip | None = None
+    early_stopping: EarlyStopping = Field(default_factory=EarlyStopping)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    device: str = "auto"
+    log_every: int = Field(50, ge=1)  # steps between `step` events in metrics.jsonl
+    checkpoint_every: int | None = Field(None, ge=1)  # steps between mid-epoch `last` checkpoints
+    threads: int | None = Field(None, ge=1)  # torch CPU threads; None leaves torch's default
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, v: str) -> str:
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v):
+            raise ValueError("expected auto, cpu, cuda, cuda:N or mps")
+        return v
+
+
+class Doctor(_Section):
+    enabled: bool = True
+    auto_repair: bool = False
+
+
+class Recipe(_Section):
+    name: str = "digits-cnn"
+    seed: int = 0
+    task: Literal[_TASKS] = "classification"  # type: ignore[valid-type]
+    data: Data = Field(default_factory=Data)
+    model: Model = Field(default_factory=Model)
+    loss: Loss = Field(default_factory=Loss)
+    optimizer: Optimizer = Field(default_factory=Optimizer)
+    schedule: Schedule = Field(default_factory=Schedule)
+    regularization: Regularization = Field(default_factory=Regularization)
+    train: Train = Field(default_factory=Train)
+    metrics: list[str] | None = None  # None: the task's defaults
+    doctor: Doctor = Field(default_factory=Doctor)
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        # the name becomes a folder under --out: keep it one plain path component
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", v) or ".." in v:
+            raise ValueError("use letters, digits, '.', '_' and '-' only (it names the run's folder)")
+        return v
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# ---------------------------------------------------------------- loading and overrides
+
+def builtin_recipes() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(RECIPES_DIR.glob("*.yaml"))}
+
+
+def describe_builtins() -> list[tuple[str, str]]:
+    """(name, one-line description) of each built-in recipe, from its leading comment."""
+    out = []
+    for name, path in builtin_recipes().items():
+        first = path.read_text().splitlines()[0] if path.stat().st_size else ""
+        out.append((name, first.lstrip("# ").strip()))
+    return out
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise UserError(f"cannot read recipe {path}: {e.strerror}") from None
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise UserError(f"recipe {path} is not valid YAML: {e}", "check indentation and quoting") from None
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise UserError(f"recipe {path} must be a mapping of keys, got {type(doc).__name__}")
+    return doc
+
+
+def resolve_source(recipe: str | Path | None) -> dict[str, Any]:
+    """A recipe argument (None, built-in name, or YAML path) -> its raw mapping."""
+    if recipe is None:
+        recipe = DEFAULT_RECIPE
+    builtins = builtin_recipes()
+    if isinstance(recipe, str) and recipe in builtins:
+        return _read_yaml(builtins[recipe])
+    path = Path(recipe)
+    if path.suffix.lower() in (".yaml", ".yml") or path.exists():
+        if not path.exists():
+            raise UserError(f"recipe file {path} does not exist", "give a YAML path or one of: " + ", ".join(builtins))
+        return _read_yaml(path)
+    close = difflib.get_close_matches(str(recipe), list(builtins), n=1)
+    hint = f"did you mean '{close[0]}'?" if close else "built-in recipes: " + ", ".join(builtins)
+    raise UserError(f"unknown recipe '{recipe}': not a built-in name nor a YAML file", hint)
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """'a.b=value' -> (['a', 'b'], value), the value parsed as YAML ('0.1' -> 0.1, 'null' -> None)."""
+    if "=" not in item:
+        raise UserError(f"--set {item!r} is not KEY=VALUE", "e.g. --set optimizer.lr=0.001")
+    key, raw = item.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", p) for p in parts):
+        raise UserError(f"--set key {key!r} is not a dotted recipe key", "e.g. --set train.batch_size=128")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return parts, value
+
+
+def apply_overrides(doc: dict[str, Any], overrides: list[str] | dict[str, Any]) -> dict[str, Any]:
+    """Return a copy of `doc` with each override set; a recipe_patch dict works the same way."""
+    import copy
+
+    doc = copy.deepcopy(doc)
+    items = overrides.items() if isinstance(overrides, dict) else (parse_override(s) for s in overrides)
+    for key, value in items:
+        parts = key.split(".") if isinstance(key, str) else key
+        node = doc
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise UserError(f"--set {'.'.join(parts)}: '{'.'.join(parts[: i + 1])}' is a value, not a section")
+            node = child
+        node[parts[-1]] = value
+    return doc
+
+
+def _fields_at(loc: tuple) -> list[str]:
+    """Field names of the schema section at a validation-error location."""
+    model: Any = Recipe
+    for part in loc[:-1]:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        candidates = [ann, *getattr(ann, "__args__", ())]
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if model is None:
+            return []
+    return list(getattr(model, "model_fields", {}))
+
+
+def _explain(err: ValidationError, origin: str) -> UserError:
+    e = err.errors()[0]
+    loc = tuple(e["loc"])
+    key = ".".join(str(p) for p in loc)
+    if e["type"] == "extra_forbidden":
+        fields = _fields_at(loc)
+        close = difflib.get_close_matches(str(loc[-1]), fields, n=1, cutoff=0.5)
+        hint = f"did you mean '{'.'.join([*map(str, loc[:-1]), close[0]])}'?" if close else (
+            "valid keys here: " + ", ".join(fields) if fields else None)
+        return UserError(f"{origin}: unknown key '{key}'", hint)
+    got = e.get("input")
+    got_s = repr(got) if not isinstance(got, dict) else "a mapping"
+    return UserError(f"{origin}: bad value for '{key}': {e['msg']} (got {got_s})",
+                     "see `goodfit recipes` and README's recipe reference for each key's type")
+
+
+def validate(doc: dict[str, Any], origin: str = "recipe") -> Recipe:
+    try:
+        return Recipe.model_validate(doc)
+    except ValidationError as err:
+        raise _explain(err, origin) from None
+
+
+def load_recipe(recipe: str | Path | dict | Recipe | None = None, overrides: list[str] | dict | None = None) -> Recipe:
+    """Built-in name, YAML path, mapping or Recipe, plus `--set` overrides -> a validated Recipe."""
+    if isinstance(recipe, Recipe):
+        doc = recipe.to_dict()
+    elif isinstance(recipe, dict):
+        doc = recipe
+    else:
+        doc = resolve_source(recipe)
+    if overrides:
+        doc = apply_overrides(doc, overrides)
+    return validate(doc)

@@ -1,0 +1,305 @@
+"""A run: recipe -> data, model, loss, optimizer -> Trainer -> run directory (DESIGN §1.4).
+
+`run()` trains from a recipe, `resume()` continues a run directory from its last
+checkpoint, `evaluate_run()` scores a saved model under the test lock (DESIGN §1.5).
+"""
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from goodfit.data import DataSplits, TensorLoader, build_augment, load_data
+from goodfit.engine import EarlyStopping, FitState, Trainer, evaluate
+from goodfit.engine.callbacks import Checkpointer, MetricsLog
+from goodfit.engine.checkpoint import load_checkpoint, read_checkpoint, set_rng_state
+from goodfit.engine.early_stopping import resolve_mode
+from goodfit.engine.progress import Progress
+from goodfit.errors import TrainingFailed, UserError
+from goodfit.losses import TASK_DEFAULT_LOSS, build_loss
+from goodfit.metrics import DEFAULT_METRICS, make_metrics
+from goodfit.models import build_model
+from goodfit.nn.penalty import WeightPenalty
+from goodfit.optim import SCHEDULES, build_optimizer
+from goodfit.optim.clipping import build_clip
+from goodfit.recipe import Recipe, load_recipe
+
+SUPPORTED_TASKS = ("classification", "binary", "regression")
+
+
+@dataclass
+class Run:
+    """What a run produced: its folder, resolved recipe, final state, test metrics and stage timings."""
+
+    dir: Path
+    recipe: Recipe
+    state: FitState
+    test: dict[str, float] | None
+    model: torch.nn.Module
+    data: DataSplits
+    best_epoch: int | None = None
+    stages: list[tuple[str, float]] = field(default_factory=list)
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        return self.state.history
+
+
+class _Stages:
+    """Records (stage, seconds) in the order the stages ran."""
+
+    def __init__(self):
+        self.items: list[tuple[str, float]] = []
+        self.t = time.perf_counter()
+
+    def done(self, name: str) -> None:
+        now = time.perf_counter()
+        self.items.append((name, now - self.t))
+        self.t = now
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"train.device={name} but no CUDA device is available", "use train.device=auto or cpu")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve(recipe: Recipe) -> Recipe:
+    """Fill the task-dependent defaults (loss, metrics) and check the combination."""
+    if recipe.task not in SUPPORTED_TASKS:
+        raise UserError(f"task '{recipe.task}' is not supported by goodfit train yet",
+                        "supported tasks: " + ", ".join(SUPPORTED_TASKS))
+    updates: dict[str, Any] = {}
+    if recipe.loss.name is None:
+        updates["loss"] = recipe.loss.model_copy(update={"name": TASK_DEFAULT_LOSS[recipe.task]})
+    if recipe.metrics is None:
+        updates["metrics"] = list(DEFAULT_METRICS[recipe.task])
+    recipe = recipe.model_copy(update=updates)
+    monitor = recipe.train.early_stopping.monitor
+    allowed = ["val_loss", "train_loss", *(f"val_{m}" for m in recipe.metrics)]
+    if monitor not in allowed:
+        raise UserError(f"train.early_stopping.monitor: '{monitor}' is not logged by this run",
+                        "choose one of: " + ", ".join(allowed))
+    return recipe
+
+
+@dataclass
+class Parts:
+    """The plain PyTorch objects a recipe builds."""
+
+    recipe: Recipe
+    data: DataSplits
+    trainer: Trainer
+    early_stopping: EarlyStopping
+    stages: _Stages
+
+
+def build(recipe: Recipe, *, progress: bool = True, console=None) -> Parts:
+    """Recipe -> data, model, loss, optimizer, loaders, Trainer (no run directory yet)."""
+    stages = _Stages()
+    if recipe.train.threads:
+        torch.set_num_threads(recipe.train.threads)
+    seed_everything(recipe.seed)
+    device = pick_device(recipe.train.device)
+    data = load_data(recipe.data, recipe.task, recipe.seed)
+    stages.done("data: load, split, normalize on train")
+    model = build_model(recipe.model, data.input_shape, data.num_outputs).to(device)
+    stages.done("model: build and initialize")
+    loss_options = {"label_smoothing": recipe.loss.label_smoothing} if recipe.loss.label_smoothing else {}
+    class_weights = data.class_weights.to(device) if data.class_weights is not None else None
+    loss_fn = build_loss(recipe.loss.name, recipe.task, class_weights=class_weights, **loss_options)
+    optimizer = build_optimizer(model, recipe.optimizer)
+    reg = recipe.regularization
+    penalty = WeightPenalty(optimizer.param_groups[0]["params"], reg.l1, reg.l2) if (reg.l1 or reg.l2) else None
+    stages.done("loss and optimizer")
+
+    def to(t):
+        return t.to(device) if t is not None else None
+
+    sample_weights = None
+    if recipe.data.balance == "sampler":
+        counts = torch.bincount(data.y_train.long().flatten())
+        sample_weights = (1.0 / counts.float())[data.y_train.long().flatten()]
+    train_loader = TensorLoader(to(data.x_train), to(data.y_train), recipe.train.batch_size, shuffle=True,
+                                seed=recipe.seed, sample_weights=sample_weights)
+    val_loader = (TensorLoader(to(data.x_val), to(data.y_val), recipe.train.eval_batch_size, shuffle=False)
+                  if len(data.x_val) else None)
+    es_cfg = recipe.train.early_stopping
+    if val_loader is None and es_cfg.monitor.startswith("val_"):
+        raise UserError("data.split.val is 0, so there is nothing to validate on",
+                        "set data.split.val > 0, or train.early_stopping.monitor=train_loss")
+    early_stopping = EarlyStopping(es_cfg.monitor, resolve_mode(es_cfg.monitor, es_cfg.mode), es_cfg.patience,
+                                   es_cfg.min_delta, es_cfg.restore_best)
+
+    def make_val_metrics():
+        return make_metrics(recipe.task, recipe.metrics, num_classes=data.num_classes, num_outputs=data.num_outputs,
+                            device=device, target_scale=to(data.target_scale), target_shift=to(data.target_shift))
+
+    make_val_metrics()  # an unknown metric name fails here, before any training
+    callbacks: list = [early_stopping]
+    if progress:
+        callbacks.append(Progress(console=console, show_metric=recipe.metrics[0] if recipe.metrics else None))
+    trainer = Trainer(model=model, loss_fn=loss_fn, optimizer=optimizer, train_loader=train_loader,
+                      val_loader=val_loader, epochs=recipe.train.epochs, schedule=SCHEDULES[recipe.schedule.name],
+                      warmup_epochs=recipe.schedule.warmup, min_lr=recipe.schedule.min_lr,
+                      make_metrics=make_val_metrics, callbacks=callbacks, device=device,
+                      precision=recipe.train.precision, clip=build_clip(recipe.train.grad_clip), penalty=penalty,
+                      augment=build_augment(recipe.data.augment, data.input_shape))
+    return Parts(recipe, data, trainer, early_stopping, stages)
+
+
+def new_run_dir(out: str | Path, name: str) -> Path:
+    root = Path(out) / name
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    path, i = root / stamp, 1
+    while path.exists():
+        i += 1
+        path = root / f"{stamp}-{i}"
+    path.mkdir(parents=True)
+    return path
+
+
+def _attach_writers(parts: Parts, run_dir: Path, truncate_at=None, time_offset=0.0) -> MetricsLog:
+    recipe = parts.recipe
+    log = MetricsLog(run_dir / "metrics.jsonl", recipe.train.log_every, truncate_at=truncate_at, time_offset=time_offset)
+    ckpt = Checkpointer(run_dir / "checkpoints", tracker=parts.early_stopping, log=log,
+                        every_steps=recipe.train.checkpoint_every)
+    # order matters: early stopping decides `improved`, the log writes the epoch line, then the checkpoint records both
+    parts.trainer.callbacks[1:1] = [log, ckpt]
+    return log
+
+
+def _finish(parts: Parts, run_dir: Path, state: FitState, log: MetricsLog) -> Run:
+    parts.stages.done("training loop: train, validate, checkpoint")
+    recipe, trainer = parts.recipe, parts.trainer
+    if state.stop_reason == "diverged":
+        log.close()
+        _write_divergence(run_dir, state, recipe)
+        raise TrainingFailed(f"training diverged at epoch {state.epoch} (non-finite loss); "
+                             f"diagnosis written to {run_dir / 'diagnosis.json'}")
+    test = None
+    if not (run_dir / "test.json").exists():
+        test = _evaluate_test(parts, run_dir, checkpoint="best" if recipe.train.early_stopping.restore_best else "last",
+                              forced=False)
+        log.write(kind="eval", epoch=state.epoch, step=state.step, split="test", **test)
+    else:
+        test = json.loads((run_dir / "test.json").read_text())["metrics"]
+    log.close()
+    parts.stages.done("final test (once, locked)")
+    return Run(dir=run_dir, recipe=recipe, state=state, test=test, model=trainer.model, data=parts.data,
+               best_epoch=parts.early_stopping.best_epoch, stages=parts.stages.items)
+
+
+def _write_divergence(run_dir: Path, state: FitState, recipe: Recipe) -> None:
+    last = state.history[-1] if state.history else {}
+    finding = {"id": "divergence", "severity": "error", "epoch": state.epoch, "step": state.step,
+               "evidence": {"train_loss": str(last.get("train_loss")), "lr": recipe.optimizer.lr},
+               "message": f"The training loss became non-finite in epoch {state.epoch}; the run stopped and the "
+                          "checkpoints hold the last finite state.",
+               "prescription": [{"action": "lower the learning rate tenfold",
+                                 "recipe_patch": {"optimizer.lr": recipe.optimizer.lr / 10}},
+                                {"action": "clip gradients by norm", "recipe_patch": {"train.grad_clip": {"norm": 1.0}}}]}
+    (run_dir / "diagnosis.json").write_text(json.dumps({"verdict": "failed", "findings": [finding]}, indent=2))
+
+
+def _evaluate_test(parts: Parts, run_dir: Path, checkpoint: str, forced: bool) -> dict[str, float]:
+    """Score the test split and record it in test.json: the one sanctioned read of the test split."""
+    data, trainer = parts.data, parts.trainer
+    device = trainer.device
+    loader = TensorLoader(data.x_test.to(device), data.y_test.to(device), parts.recipe.train.eval_batch_size, shuffle=False)
+    metrics = evaluate(trainer.model, trainer.loss_fn, loader, trainer.make_metrics(), device, trainer.precision)
+    record = {"split": "test", "checkpoint": checkpoint, "metrics": metrics, "forced": forced,
+              "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    path = run_dir / "test.json"
+    doc = json.loads(path.read_text()) if path.exists() else {**record, "evaluations": []}
+    doc["evaluations"].append(record)
+    path.write_text(json.dumps(doc, indent=2))
+    return metrics
+
+
+def run(recipe: str | Path | dict | Recipe | None = None, overrides: list[str] | dict | None = None, *,
+        out: str | Path = "runs", progress: bool = True, console=None) -> Run:
+    """Train a recipe end to end and write its run directory; returns the Run."""
+    recipe = resolve(load_recipe(recipe, overrides))
+    parts = build(recipe, progress=progress, console=console)
+    run_dir = new_run_dir(out, recipe.name)
+    (run_dir / "recipe.yaml").write_text(recipe.to_yaml())
+    log = _attach_writers(parts, run_dir)
+    parts.stages.done("run directory")
+    state = parts.trainer.fit()
+    return _finish(parts, run_dir, state, log)
+
+
+def load_run_recipe(run_dir: str | Path) -> Recipe:
+    run_dir = Path(run_dir)
+    path = run_dir / "recipe.yaml"
+    if not path.is_file():
+        raise UserError(f"{run_dir} is not a goodfit run directory (no recipe.yaml)",
+                        "give the folder printed by `goodfit train`, e.g. runs/digits-cnn/20260101-120000")
+    return resolve(load_recipe(path))
+
+
+def resume(run_dir: str | Path, *, progress: bool = True, console=None) -> Run:
+    """Continue a run exactly where its last checkpoint left it."""
+    run_dir = Path(run_dir)
+    recipe = load_run_recipe(run_dir)
+    parts = build(recipe, progress=progress, console=console)
+    trainer = parts.trainer
+    last = run_dir / "checkpoints" / "last"
+    if not last.exists() and not last.with_name("last.old").exists():
+        raise UserError(f"{run_dir} has no checkpoint to resume from", "start it again with `goodfit train`")
+    saved = load_checkpoint(last, trainer.model, trainer.optimizer)
+    state = FitState.from_json(saved["fit"])
+    if saved.get("early_stopping"):
+        parts.early_stopping.load_state_dict(saved["early_stopping"])
+        best = run_dir / "checkpoints" / "best"
+        if parts.early_stopping.restore_best and (best / "state.json").exists():
+            parts.early_stopping.best_state = {k: v.to(trainer.device) for k, v in read_checkpoint(best)[0].items()}
+    set_rng_state(saved["rng"])
+    log = _attach_writers(parts, run_dir, truncate_at=saved.get("metrics_offset"), time_offset=saved.get("time") or 0.0)
+    state = trainer.fit(state)
+    return _finish(parts, run_dir, state, log)
+
+
+def evaluate_run(run_dir: str | Path, split: str = "val", checkpoint: str = "best", force: bool = False) -> dict[str, float]:
+    """Metrics of a saved model on `split`; the test split is locked after its one evaluation."""
+    run_dir = Path(run_dir)
+    if split not in ("val", "test"):
+        raise UserError(f"--split must be val or test, got {split!r}")
+    if checkpoint not in ("best", "last"):
+        raise UserError(f"--checkpoint must be best or last, got {checkpoint!r}")
+    recipe = load_run_recipe(run_dir)
+    if split == "test" and (run_dir / "test.json").exists() and not force:
+        first = json.loads((run_dir / "test.json").read_text())
+        raise UserError(f"the test split of {run_dir} was already evaluated ({first.get('time', '?')}): "
+                        "it is locked so that it stays an unbiased estimate",
+                        "pass --force to evaluate it again; the extra evaluation is recorded in test.json")
+    parts = build(recipe, progress=False)
+    folder = run_dir / "checkpoints" / checkpoint
+    load_checkpoint(folder, parts.trainer.model)
+    if split == "test":
+        return _evaluate_test(parts, run_dir, checkpoint, forced=force)
+    t = parts.trainer
+    if t.val_loader is None:
+        raise UserError("this run has no validation split (data.split.val = 0)")
+    return evaluate(t.model, t.loss_fn, t.val_loader, t.make_metrics(), t.device, t.precision)
