@@ -232,8 +232,12 @@ def test_r2_constant_target_convention():
     # sklearn's force_finite: perfect -> 1.0, otherwise 0.0 for a constant target.
     assert gm.r2([2.5, 2.5, 2.5], [2.5, 2.5, 2.5]) == sk.r2_score([2.5] * 3, [2.5] * 3) == 1.0
     assert gm.r2([2.0, 3.0, 2.5], [2.5, 2.5, 2.5]) == sk.r2_score([2.5] * 3, [2.0, 3.0, 2.5]) == 0.0
-    # Exact constancy detection: sklearn's float mean of three 0.1s leaves a ~1e-33 variance.
-    assert gm.r2([0.2, 0.2, 0.2], [0.1, 0.1, 0.1]) == 0.0
+    # Constancy is detected exactly: the float mean of three 0.1s leaves a ~1e-33 variance,
+    # from which sklearn computes a huge negative score.
+    y, p = np.full(3, 0.1), np.full(3, 0.2)
+    assert sk.r2_score(y, p) < -1e20
+    assert gm.r2(p, y) == 0.0
+    assert gm.r2(torch.from_numpy(np.full((7, 2), 0.3)), torch.from_numpy(np.full((7, 2), 0.7))) == 0.0
 
 
 def test_regression_shape_errors():

@@ -9,8 +9,8 @@ import importlib
 __version__ = "0.1.0"
 
 _LAZY = {
-    "run": ("goodfit.run", "run"),
-    "Run": ("goodfit.run", "Run"),
+    "run": ("goodfit.runner", "run"),
+    "Run": ("goodfit.runner", "Run"),
     "Trainer": ("goodfit.engine.trainer", "Trainer"),
     "fit": ("goodfit.engine.loop", "fit"),
     "load_recipe": ("goodfit.recipe", "load_recipe"),

@@ -27,10 +27,10 @@ def _fail(e: Exception) -> None:
     from goodfit.errors import GoodfitError
 
     if isinstance(e, GoodfitError):
-        err.print(f"[bold red]error:[/] {getattr(e, 'message', str(e))}", highlight=False)
+        err.print(f"[bold red]error:[/] {getattr(e, 'message', str(e))}", highlight=False, soft_wrap=True)
         hint = getattr(e, "hint", None)
         if hint:
-            err.print(f"[yellow]hint:[/] {hint}", highlight=False)
+            err.print(f"[yellow]hint:[/] {hint}", highlight=False, soft_wrap=True)
         raise typer.Exit(e.exit_code)
     raise e
 
@@ -70,7 +70,7 @@ def train(recipe: Optional[str] = typer.Argument(None, help="YAML path or built-
           quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output.")) -> None:
     """Train, validate, early-stop, checkpoint, then evaluate the test split once."""
     try:
-        from goodfit.run import run
+        from goodfit.runner import run
 
         result = run(recipe, set_, out=out_dir, progress=not quiet, console=err)
     except Exception as e:  # noqa: BLE001 - mapped to exit codes, bugs re-raised
@@ -83,7 +83,7 @@ def resume(run_dir: Path = typer.Argument(..., help="A run directory written by 
            quiet: bool = typer.Option(False, "--quiet", "-q")) -> None:
     """Continue an interrupted run exactly where its last checkpoint left it."""
     try:
-        from goodfit.run import resume as do_resume
+        from goodfit.runner import resume as do_resume
 
         result = do_resume(run_dir, progress=not quiet, console=err)
     except Exception as e:  # noqa: BLE001
@@ -98,7 +98,7 @@ def evaluate(run_dir: Path = typer.Argument(..., help="A run directory."),
              force: bool = typer.Option(False, "--force", help="Evaluate the locked test split again (recorded).")) -> None:
     """Metrics of a saved model."""
     try:
-        from goodfit.run import evaluate_run
+        from goodfit.runner import evaluate_run
 
         metrics = evaluate_run(run_dir, split, checkpoint, force)
     except Exception as e:  # noqa: BLE001

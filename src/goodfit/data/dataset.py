@@ -25,8 +25,10 @@ class RawData:
     notes: list[str] = field(default_factory=list)
 
     def row(self, i: int) -> str:
-        """How a message names row i: the file line for a CSV, the array index otherwise."""
-        return f"line {int(self.row_lines[i])}" if self.row_lines is not None else f"row {i}"
+        """How a message names row i: CSV data rows count from 1 (plus the file line), arrays from 0."""
+        if self.row_lines is not None:
+            return f"data row {i + 1} (line {int(self.row_lines[i])})"
+        return f"row {i}"
 
     def column(self, j: int) -> str:
         """How a message names flattened feature j."""

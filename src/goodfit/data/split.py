@@ -29,7 +29,7 @@ def _check_stratifiable(labels: np.ndarray, fractions: list[float], names: list[
     classes, counts = np.unique(labels, return_counts=True)
     few = counts < need
     if few.any():
-        listed = ", ".join(f"'{names[c] if names else c}' ({k} sample{'s' * (k > 1)})"
+        listed = ", ".join(f"'{names[c] if names else c}' ({k} sample{'' if k == 1 else 's'})"
                            for c, k in zip(classes[few], counts[few]))
         raise UserError(f"too few samples for a stratified split into {need} parts: class {listed}",
                         "set data.split.stratify=false, or collect more samples of that class")

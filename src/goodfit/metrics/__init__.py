@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -39,7 +40,8 @@ def make_metrics(task: str, names: Sequence[str], *, num_classes: int | None = N
 
 def _tensor(x) -> Tensor:
     """Accept tensors, NumPy arrays and lists alike."""
-    return x if isinstance(x, Tensor) else torch.as_tensor(x)
+    # Through NumPy, a list of Python floats stays float64 (torch.as_tensor would make it float32).
+    return x if isinstance(x, Tensor) else torch.as_tensor(np.asarray(x))
 
 
 def _one_shot(metrics, name: str, preds, target) -> float:

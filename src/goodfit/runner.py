@@ -1,5 +1,7 @@
 """A run: recipe -> data, model, loss, optimizer -> Trainer -> run directory (DESIGN §1.4).
 
+(Named runner.py, not run.py, so that the module never shadows the function `goodfit.run`.)
+
 `run()` trains from a recipe, `resume()` continues a run directory from its last
 checkpoint, `evaluate_run()` scores a saved model under the test lock (DESIGN §1.5).
 """

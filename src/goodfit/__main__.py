@@ -1,0 +1,3 @@
+from goodfit.cli import main
+
+main()
