@@ -116,7 +116,7 @@ class Parts:
     stages: _Stages
 
 
-def build(recipe: Recipe, *, progress: bool = True, console=None) -> Parts:
+def build(recipe: Recipe, *, progress: bool = True, console=None, callbacks: list | None = None) -> Parts:
     """Recipe -> data, model, loss, optimizer, loaders, Trainer (no run directory yet)."""
     stages = _Stages()
     if recipe.train.threads:
@@ -124,9 +124,10 @@ def build(recipe: Recipe, *, progress: bool = True, console=None) -> Parts:
     seed_everything(recipe.seed)
     device = pick_device(recipe.train.device)
     data = load_data(recipe.data, recipe.task, recipe.seed)
-    stages.done("data: load, split, normalize on train")
+    stages.done("data")
+    stages.items[-1:] = [(f"data: {name}", sec) for name, sec in data.info["timings"]]
     model = build_model(recipe.model, data.input_shape, data.num_outputs).to(device)
-    stages.done("model: build and initialize")
+    stages.done(f"model: build and initialize ({recipe.model.init})")
     loss_options = {"label_smoothing": recipe.loss.label_smoothing} if recipe.loss.label_smoothing else {}
     class_weights = data.class_weights.to(device) if data.class_weights is not None else None
     loss_fn = build_loss(recipe.loss.name, recipe.task, class_weights=class_weights, **loss_options)
@@ -138,12 +139,8 @@ def build(recipe: Recipe, *, progress: bool = True, console=None) -> Parts:
     def to(t):
         return t.to(device) if t is not None else None
 
-    sample_weights = None
-    if recipe.data.balance == "sampler":
-        counts = torch.bincount(data.y_train.long().flatten())
-        sample_weights = (1.0 / counts.float())[data.y_train.long().flatten()]
     train_loader = TensorLoader(to(data.x_train), to(data.y_train), recipe.train.batch_size, shuffle=True,
-                                seed=recipe.seed, sample_weights=sample_weights)
+                                seed=recipe.seed, sample_weights=data.sample_weights)
     val_loader = (TensorLoader(to(data.x_val), to(data.y_val), recipe.train.eval_batch_size, shuffle=False)
                   if len(data.x_val) else None)
     es_cfg = recipe.train.early_stopping
@@ -158,7 +155,7 @@ def build(recipe: Recipe, *, progress: bool = True, console=None) -> Parts:
                             device=device, target_scale=to(data.target_scale), target_shift=to(data.target_shift))
 
     make_val_metrics()  # an unknown metric name fails here, before any training
-    callbacks: list = [early_stopping]
+    callbacks = [early_stopping, *(callbacks or [])]
     if progress:
         callbacks.append(Progress(console=console, show_metric=recipe.metrics[0] if recipe.metrics else None))
     trainer = Trainer(model=model, loss_fn=loss_fn, optimizer=optimizer, train_loader=train_loader,
@@ -240,10 +237,13 @@ def _evaluate_test(parts: Parts, run_dir: Path, checkpoint: str, forced: bool) -
 
 
 def run(recipe: str | Path | dict | Recipe | None = None, overrides: list[str] | dict | None = None, *,
-        out: str | Path = "runs", progress: bool = True, console=None) -> Run:
-    """Train a recipe end to end and write its run directory; returns the Run."""
+        out: str | Path = "runs", progress: bool = True, console=None, callbacks: list | None = None) -> Run:
+    """Train a recipe end to end and write its run directory; returns the Run.
+
+    `callbacks` are extra objects receiving the loop's five events (after early stopping and
+    the run directory's writers)."""
     recipe = resolve(load_recipe(recipe, overrides))
-    parts = build(recipe, progress=progress, console=console)
+    parts = build(recipe, progress=progress, console=console, callbacks=callbacks)
     run_dir = new_run_dir(out, recipe.name)
     (run_dir / "recipe.yaml").write_text(recipe.to_yaml())
     log = _attach_writers(parts, run_dir)
@@ -261,11 +261,11 @@ def load_run_recipe(run_dir: str | Path) -> Recipe:
     return resolve(load_recipe(path))
 
 
-def resume(run_dir: str | Path, *, progress: bool = True, console=None) -> Run:
+def resume(run_dir: str | Path, *, progress: bool = True, console=None, callbacks: list | None = None) -> Run:
     """Continue a run exactly where its last checkpoint left it."""
     run_dir = Path(run_dir)
     recipe = load_run_recipe(run_dir)
-    parts = build(recipe, progress=progress, console=console)
+    parts = build(recipe, progress=progress, console=console, callbacks=callbacks)
     trainer = parts.trainer
     last = run_dir / "checkpoints" / "last"
     if not last.exists() and not last.with_name("last.old").exists():

@@ -6,6 +6,8 @@ they define the training set the model has: statistics from rows it does not hav
 """
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 
@@ -46,6 +48,13 @@ def _check_knobs(cfg: Data, task: str) -> None:
 def load_data(cfg: Data, task: str, seed: int) -> DataSplits:
     """Read, check, split, normalize and perturb the data named by `cfg`; same cfg + seed -> same tensors."""
     _check_knobs(cfg, task)
+    clock = [time.perf_counter()]
+    timings: list[list] = []  # (stage, seconds): what lab 1.1.1 shows of the data stages
+
+    def lap(stage: str) -> None:
+        clock.append(time.perf_counter())
+        timings.append([stage, clock[-1] - clock[-2]])
+
     raw = read_source(cfg.source, cfg.target)
     check_shapes(raw)
     missing = check_finite(raw, cfg.impute)
@@ -53,6 +62,8 @@ def load_data(cfg: Data, task: str, seed: int) -> DataSplits:
     classes = task != "regression"
     info: dict = {"source": raw.source, "kind": raw.kind, "task": task, "canonical_test": raw.test is not None,
                   "notes": list(raw.notes), "perturb": {}}
+
+    lap("load")
 
     # split: a canonical test part stays the test split, and val comes out of the train part
     stratify = classes and cfg.split.stratify
@@ -85,10 +96,12 @@ def load_data(cfg: Data, task: str, seed: int) -> DataSplits:
         xs = impute(xs, cfg.impute)
         info["impute"] = {"strategy": cfg.impute, "missing_cells": missing}
 
+    lap("split and subset")
     stats = fit_normalizer(xs[0], cfg.normalize)
     if stats is not None:
         xs = [(x - stats[0]) / stats[1] for x in xs]
     info["normalize"] = summarize(stats, cfg.normalize, xs[0].ndim)
+    lap("normalize (fit on train)")
 
     shift = scale = None
     if task == "regression":
@@ -115,6 +128,8 @@ def load_data(cfg: Data, task: str, seed: int) -> DataSplits:
         sample_weights = torch.from_numpy(balance.sampler_weights(ys[0], t.num_classes).astype(np.float32))
     info["balance"] = cfg.balance
 
+    lap("perturb and balance")
+    info["timings"] = timings
     info["sizes"] = {name: len(y) for name, y in zip(_PARTS, ys)}
     if classes:
         info["class_counts"] = {name: np.bincount(y, minlength=t.num_classes).tolist() for name, y in zip(_PARTS, ys)}

@@ -121,9 +121,11 @@ def fit(trainer, state: FitState | None = None) -> FitState:
         summary: dict[str, Any] = {"epoch": state.epoch + 1, "step": state.step, "train_loss": train_loss,
                                    "lr": optimizer.param_groups[0]["lr"], "train_time": train_time}
         if t.val_loader is not None:
+            val_start = time.perf_counter()
             val = evaluate(model, loss_fn, t.val_loader, t.make_metrics(), t.device, t.precision)
             state.last_eval = val
             summary.update({f"val_{k}": v for k, v in val.items()})
+            summary["val_time"] = time.perf_counter() - val_start
             emit(t.callbacks, "on_validation_end", t, state, val)
         state.epoch += 1
         state.batch_in_epoch = 0
