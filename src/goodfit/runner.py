@@ -125,7 +125,7 @@ def build(recipe: Recipe, *, progress: bool = True, console=None, callbacks: lis
     device = pick_device(recipe.train.device)
     data = load_data(recipe.data, recipe.task, recipe.seed)
     stages.done("data")
-    stages.items[-1:] = [(f"data: {name}", sec) for name, sec in data.info["timings"]]
+    stages.items[-1:] = [(f"data: {name}", sec) for name, sec in data.timings]
     model = build_model(recipe.model, data.input_shape, data.num_outputs).to(device)
     stages.done(f"model: build and initialize ({recipe.model.init})")
     loss_options = {"label_smoothing": recipe.loss.label_smoothing} if recipe.loss.label_smoothing else {}

@@ -59,3 +59,4 @@ class DataSplits:
     class_weights: Tensor | None        # balance: class_weights (binary: pos_weight, shape (1,))
     info: dict
     sample_weights: Tensor | None = None  # balance: sampler; one weight per training row, for TensorLoader
+    timings: list = field(default_factory=list, compare=False)  # [stage, seconds] of the data pipeline

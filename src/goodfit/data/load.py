@@ -129,7 +129,6 @@ def load_data(cfg: Data, task: str, seed: int) -> DataSplits:
     info["balance"] = cfg.balance
 
     lap("perturb and balance")
-    info["timings"] = timings
     info["sizes"] = {name: len(y) for name, y in zip(_PARTS, ys)}
     if classes:
         info["class_counts"] = {name: np.bincount(y, minlength=t.num_classes).tolist() for name, y in zip(_PARTS, ys)}
@@ -142,7 +141,7 @@ def load_data(cfg: Data, task: str, seed: int) -> DataSplits:
         class_names=t.class_names, feature_names=raw.feature_names,
         target_shift=None if shift is None else torch.from_numpy(shift.astype(np.float32)),
         target_scale=None if scale is None else torch.from_numpy(scale.astype(np.float32)),
-        class_weights=weights, info=info, sample_weights=sample_weights,
+        class_weights=weights, info=info, sample_weights=sample_weights, timings=timings,
     )
 
 
