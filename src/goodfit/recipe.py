@@ -121,6 +121,7 @@ class Train(_Section):
     device: str = "auto"
     log_every: int = Field(50, ge=1)  # steps between `step` events in metrics.jsonl
     checkpoint_every: int | None = Field(None, ge=1)  # steps between mid-epoch `last` checkpoints
+    checkpoint_interval: float = Field(10.0, ge=0.0)  # min seconds between epoch-end checkpoints (0: every epoch)
     threads: int | None = Field(None, ge=1)  # torch CPU threads; None leaves torch's default
 
     @field_validator("device")

@@ -182,7 +182,7 @@ def _attach_writers(parts: Parts, run_dir: Path, truncate_at=None, time_offset=0
     recipe = parts.recipe
     log = MetricsLog(run_dir / "metrics.jsonl", recipe.train.log_every, truncate_at=truncate_at, time_offset=time_offset)
     ckpt = Checkpointer(run_dir / "checkpoints", tracker=parts.early_stopping, log=log,
-                        every_steps=recipe.train.checkpoint_every)
+                        every_steps=recipe.train.checkpoint_every, interval=recipe.train.checkpoint_interval)
     # order matters: early stopping decides `improved`, the log writes the epoch line, then the checkpoint records both
     parts.trainer.callbacks[1:1] = [log, ckpt]
     return log

@@ -1,6 +1,7 @@
 """The run directory's writers: checkpoints and metrics.jsonl, as loop callbacks."""
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -9,7 +10,7 @@ from typing import Any, Callable
 
 import torch
 
-from goodfit.engine.checkpoint import rng_state, save_checkpoint
+from goodfit.engine.checkpoint import rng_state, save_state_dicts
 
 
 def grad_norm(model: torch.nn.Module) -> float:
@@ -66,14 +67,21 @@ class MetricsLog:
 
 
 class Checkpointer:
-    """Writes checkpoints/last after every epoch (and every `every_steps` steps if set) and
-    checkpoints/best when `tracker` (early stopping) saw an improvement. A non-finite
-    training loss never overwrites a checkpoint."""
+    """Writes checkpoints/last and checkpoints/best, atomically.
+
+    `last` is written after the first epoch, then at most every `interval` seconds (0: every
+    epoch) and always after the final epoch; with `every_steps`, also mid-epoch. Each fsynced
+    write costs milliseconds, which would dominate short epochs. `best` is snapshotted in
+    memory when `tracker` (early stopping) sees an improvement and written just before the
+    next `last`, so the pair on disk always agrees. A non-finite loss never overwrites either.
+    """
 
     def __init__(self, folder: str | Path, tracker=None, log: MetricsLog | None = None,
-                 every_steps: int | None = None, extra: Callable[[], dict] | None = None):
+                 every_steps: int | None = None, interval: float = 0.0, extra: Callable[[], dict] | None = None):
         self.folder = Path(folder)
-        self.tracker, self.log, self.every_steps, self.extra = tracker, log, every_steps, extra
+        self.tracker, self.log, self.every_steps, self.interval, self.extra = tracker, log, every_steps, interval, extra
+        self.last_write: float | None = None
+        self.pending_best: tuple | None = None
 
     def state(self, trainer, state) -> dict[str, Any]:
         doc = {"fit": state.to_json(), "rng": rng_state(),
@@ -84,17 +92,29 @@ class Checkpointer:
             doc.update(self.extra())
         return doc
 
-    def write(self, name: str, trainer, state) -> None:
-        save_checkpoint(self.folder / name, trainer.model, trainer.optimizer, self.state(trainer, state))
+    def snapshot(self, trainer, state) -> tuple:
+        model_sd = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+        return model_sd, copy.deepcopy(trainer.optimizer.state_dict()), self.state(trainer, state)
+
+    def flush(self, trainer, state) -> None:
+        if self.pending_best is not None:
+            save_state_dicts(self.folder / "best", *self.pending_best)
+            self.pending_best = None
+        save_state_dicts(self.folder / "last", trainer.model.state_dict(), trainer.optimizer.state_dict(),
+                         self.state(trainer, state))
+        self.last_write = time.monotonic()
 
     def on_step_end(self, trainer, state, loss) -> None:
         if self.every_steps and state.step % self.every_steps == 0 and state.batch_in_epoch < len(trainer.train_loader):
             if torch.isfinite(loss):
-                self.write("last", trainer, state)
+                self.flush(trainer, state)
 
     def on_epoch_end(self, trainer, state, summary) -> None:
         if not math.isfinite(summary["train_loss"]):
             return
-        self.write("last", trainer, state)
         if self.tracker is not None and self.tracker.improved:
-            self.write("best", trainer, state)
+            self.pending_best = self.snapshot(trainer, state)
+        final = state.should_stop or state.epoch >= trainer.epochs
+        due = self.last_write is None or time.monotonic() - self.last_write >= self.interval
+        if final or due:
+            self.flush(trainer, state)

@@ -75,8 +75,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 # ---------------------------------------------------------------- optimizer <-> flat tensors + JSON
 
-def _split_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    sd = optimizer.state_dict()
+def _split_optimizer(sd: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     tensors, scalars = {}, {}
     for idx, pstate in sd["state"].items():
         for key, value in pstate.items():
@@ -103,17 +102,22 @@ def _join_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> d
 def save_checkpoint(folder: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
                     state: dict[str, Any]) -> Path:
     """Write model + optimizer + state atomically to `folder` (replacing any previous checkpoint there)."""
+    return save_state_dicts(folder, model.state_dict(), optimizer.state_dict() if optimizer is not None else None, state)
+
+
+def save_state_dicts(folder: str | Path, model_state: dict[str, torch.Tensor], optimizer_state: dict | None,
+                     state: dict[str, Any]) -> Path:
+    """`save_checkpoint` from state dicts (e.g. a snapshot taken earlier)."""
     folder = Path(folder)
     tmp = folder.with_name(folder.name + ".tmp")
     old = folder.with_name(folder.name + ".old")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    model_sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(model_sd, str(tmp / "model.safetensors"))
+    save_file({k: v.detach().cpu().contiguous() for k, v in model_state.items()}, str(tmp / "model.safetensors"))
     files = ["model.safetensors"]
     meta: dict[str, Any] = {}
-    if optimizer is not None:
-        opt_tensors, meta = _split_optimizer(optimizer)
+    if optimizer_state is not None:
+        opt_tensors, meta = _split_optimizer(optimizer_state)
         save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
         files.append("optimizer.safetensors")
     doc = {"format": FORMAT, **state, "optimizer": meta,
