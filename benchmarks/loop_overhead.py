@@ -2,9 +2,10 @@
 
 Both loops train with AdamW, validate once per epoch (loss + accuracy) and shuffle with the
 same per-epoch permutation; goodfit's fit additionally runs what it runs for every user:
-the LR schedule hook, early stopping with best-weight tracking, metrics.jsonl logging
-(step events every 50 steps with loss and gradient norm) and validation metrics from a
-confusion matrix. Checkpoint writes are measured in a separate row (they fsync files).
+the LR schedule hook and validation metrics from a confusion matrix ("fit"); then also
+early stopping with best-weight tracking and metrics.jsonl logging (step events every 50
+steps with loss and gradient norm) as `goodfit train` runs them ("callbacks"); and, for one
+case, atomic fsynced checkpoints at the default cadence ("checkpoints").
 
 torch threads = 1; implementations interleaved, repeated; ratio = goodfit / hand (median
 time of each, and the min–max of per-repeat ratios). Before timing, one run of each records
@@ -82,12 +83,17 @@ class _Record:
         self.into.append(loss.item())
 
 
-def goodfit_loop(model, data, batch_size, epochs, seed=0, record=None, checkpoints=False, workdir=None):
+def goodfit_loop(model, data, batch_size, epochs, seed=0, record=None, variant="fit", workdir=None):
+    """variant: 'fit' (the loop and validation metrics only, like the hand loop), 'callbacks'
+    (+ early stopping with best weights and metrics.jsonl, as `goodfit train` runs it), or
+    'checkpoints' (+ atomic checkpoints at the default cadence)."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
-    log = MetricsLog(Path(workdir) / "metrics.jsonl", log_every=50)
-    es = EarlyStopping("val_loss", patience=None, restore_best=True)
-    callbacks = [es, log]
-    if checkpoints:
+    callbacks, log = [], None
+    if variant in ("callbacks", "checkpoints"):
+        log = MetricsLog(Path(workdir) / "metrics.jsonl", log_every=50)
+        es = EarlyStopping("val_loss", patience=None, restore_best=True)
+        callbacks = [es, log]
+    if variant == "checkpoints":
         callbacks.append(Checkpointer(Path(workdir) / "checkpoints", tracker=es, log=log))
     if record is not None:
         callbacks.append(_Record(record))
@@ -98,7 +104,8 @@ def goodfit_loop(model, data, batch_size, epochs, seed=0, record=None, checkpoin
                                                         num_classes=data.num_classes),
                       callbacks=callbacks)
     trainer.fit()
-    log.close()
+    if log is not None:
+        log.close()
 
 
 def fresh(model, init_state):
@@ -107,33 +114,37 @@ def fresh(model, init_state):
     return m
 
 
-def measure(case, repeats, target_steps, checkpoints=False):
+def measure(case, repeats, target_steps, variants):
+    """Rows (one per goodfit variant) of interleaved timings against the hand loop."""
     name, bs = case
     data, init, model, epochs = setup(name, bs, target_steps)
     # correctness first: identical per-step losses
     a, b = [], []
     with tempfile.TemporaryDirectory() as wd:
         hand_loop(fresh(model, init), data, bs, epochs, record=a)
-        goodfit_loop(fresh(model, init), data, bs, epochs, record=b, workdir=wd)
+        goodfit_loop(fresh(model, init), data, bs, epochs, record=b, variant=variants[-1], workdir=wd)
     max_diff = max(abs(u - v) for u, v in zip(a, b)) if len(a) == len(b) else float("inf")
-    times = {"hand": [], "goodfit": []}
+    impls = ["hand", *variants]
+    times = {impl: [] for impl in impls}
     for r in range(repeats):
-        order = ["hand", "goodfit"] if r % 2 == 0 else ["goodfit", "hand"]
-        for impl in order:
+        for impl in impls[r % len(impls):] + impls[:r % len(impls)]:  # rotate the order each repeat
             m = fresh(model, init)
             with tempfile.TemporaryDirectory() as wd:
                 start = time.perf_counter()
                 if impl == "hand":
                     hand_loop(m, data, bs, epochs)
                 else:
-                    goodfit_loop(m, data, bs, epochs, checkpoints=checkpoints, workdir=wd)
+                    goodfit_loop(m, data, bs, epochs, variant=impl, workdir=wd)
                 times[impl].append(time.perf_counter() - start)
-    ratios = [g / h for g, h in zip(times["goodfit"], times["hand"])]
     steps = epochs * -(-len(data.x_train) // bs)
-    return {"case": f"{name} @ {bs}" + (" + checkpoints" if checkpoints else ""), "steps": steps,
-            "hand": statistics.median(times["hand"]), "goodfit": statistics.median(times["goodfit"]),
-            "ratio": statistics.median(times["goodfit"]) / statistics.median(times["hand"]),
-            "ratio_min": min(ratios), "ratio_max": max(ratios), "max_loss_diff": max_diff}
+    rows = []
+    for v in variants:
+        ratios = [g / h for g, h in zip(times[v], times["hand"])]
+        rows.append({"case": f"{name} @ {bs}", "variant": v, "steps": steps, "hand": statistics.median(times["hand"]),
+                     "goodfit": statistics.median(times[v]),
+                     "ratio": statistics.median(times[v]) / statistics.median(times["hand"]),
+                     "ratio_min": min(ratios), "ratio_max": max(ratios), "max_loss_diff": max_diff})
+    return rows
 
 
 def main() -> int:
@@ -141,19 +152,23 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--steps", type=int, default=1500, help="training steps per run (rounded to whole epochs)")
     p.add_argument("--quick", action="store_true", help="3 repeats, 300 steps: a smoke run")
+    p.add_argument("--only", default=None, help="run only cases whose label contains this text, e.g. '@ 512'")
     args = p.parse_args()
     if args.quick:
         args.repeats, args.steps = 3, 300
     torch.set_num_threads(1)
-    rows = [measure(c, args.repeats, args.steps) for c in CASES]
-    rows.append(measure(("digits-mlp", 128), args.repeats, args.steps, checkpoints=True))
+    cases = [c for c in CASES if not args.only or args.only in f"{c[0]} @ {c[1]}"]
+    rows = []
+    for c in cases:
+        variants = ["fit", "callbacks", "checkpoints"] if c == ("digits-mlp", 128) else ["fit", "callbacks"]
+        rows += measure(c, args.repeats, args.steps, variants)
     print(f"torch {torch.__version__}, threads 1, {args.repeats} interleaved repeats, ~{args.steps} steps per run\n")
-    print("| case | steps | hand loop (s) | goodfit fit (s) | ratio (median) | ratio min–max | max abs. loss diff |")
-    print("|---|---|---|---|---|---|---|")
+    print("| case | goodfit | steps | hand loop (s) | goodfit (s) | ratio (median) | ratio min–max | max abs. loss diff |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['case']} | {r['steps']} | {r['hand']:.3f} | {r['goodfit']:.3f} | {r['ratio']:.3f} | "
+        print(f"| {r['case']} | {r['variant']} | {r['steps']} | {r['hand']:.3f} | {r['goodfit']:.3f} | {r['ratio']:.3f} | "
               f"{r['ratio_min']:.3f}–{r['ratio_max']:.3f} | {r['max_loss_diff']:.1e} |")
-    bad = [r["case"] for r in rows if r["max_loss_diff"] > 1e-6]
+    bad = sorted({r["case"] for r in rows if r["max_loss_diff"] > 1e-6})
     if bad:
         print(f"\nlosses differ by more than 1e-6 in: {', '.join(bad)}", file=sys.stderr)
         return 1

@@ -34,6 +34,7 @@ class MetricsLog:
         self.log_every = log_every
         self.time_offset = time_offset
         self.start = time.perf_counter()
+        self.flushed = self.start
 
     def elapsed(self) -> float:
         return self.time_offset + time.perf_counter() - self.start
@@ -57,7 +58,10 @@ class MetricsLog:
     def on_epoch_end(self, trainer, state, summary: dict) -> None:
         self.write(kind="epoch", epoch=summary["epoch"], step=state.step, split="train", loss=summary["train_loss"],
                    lr=summary["lr"], train_time=round(summary["train_time"], 4))
-        self.file.flush()
+        now = time.perf_counter()
+        if now - self.flushed > 1.0:  # readers tailing the file see each epoch within a second
+            self.file.flush()
+            self.flushed = now
 
     def on_fit_end(self, trainer, state) -> None:
         self.file.flush()
@@ -77,7 +81,7 @@ class Checkpointer:
     """
 
     def __init__(self, folder: str | Path, tracker=None, log: MetricsLog | None = None,
-                 every_steps: int | None = None, interval: float = 0.0, extra: Callable[[], dict] | None = None):
+                 every_steps: int | None = None, interval: float = 10.0, extra: Callable[[], dict] | None = None):
         self.folder = Path(folder)
         self.tracker, self.log, self.every_steps, self.interval, self.extra = tracker, log, every_steps, interval, extra
         self.last_write: float | None = None

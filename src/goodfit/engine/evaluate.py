@@ -21,7 +21,7 @@ def evaluate(model, loss_fn, loader, metrics, device: torch.device, precision: s
     """{'loss': mean loss over samples, **metrics} with the model in eval mode (restored afterwards)."""
     was_training = model.training
     model.eval()
-    total = torch.zeros((), dtype=torch.float64, device=device)
+    sums = []  # per-batch loss sums, reduced once: no host sync inside the loop
     count = 0
     ctx = (contextlib.nullcontext() if precision == "fp32" else
            torch.autocast(device_type=device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16))
@@ -30,11 +30,12 @@ def evaluate(model, loss_fn, loader, metrics, device: torch.device, precision: s
             with ctx:
                 out = model(x)
             out = out.float()
-            total += loss_fn(out, y).double() * len(x)
+            sums.append(loss_fn(out, y).double() * len(x))
             count += len(x)
             metrics.update(out, y)
     finally:
         model.train(was_training)
-    result = {"loss": (total / max(1, count)).item()}
+    total = sums[0] if len(sums) == 1 else torch.stack(sums).sum()
+    result = {"loss": total.item() / count if count else float("nan")}
     result.update(metrics.compute())
     return result

@@ -78,7 +78,8 @@ def fit(trainer, state: FitState | None = None) -> FitState:
 
     emit(t.callbacks, "on_fit_start", t, state)
     while state.epoch < t.epochs and not state.should_stop:
-        model.train()
+        if not model.training:  # evaluate() restores the mode; don't walk the module tree for nothing
+            model.train()
         epoch_start = time.perf_counter()
         for x, y in t.train_loader.epoch(state.epoch, start=state.batch_in_epoch):
             factor = t.schedule(state.step, total_steps, warmup=warmup_steps, min_lr=t.min_lr)

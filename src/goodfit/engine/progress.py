@@ -49,7 +49,7 @@ class Progress:
         self.bar.update(self.task, completed=state.step, description=self._desc(state.epoch), info=info)
 
     def on_epoch_end(self, trainer, state, summary) -> None:
-        keys = ["train_loss", "val_loss"] + [k for k in summary if k.startswith("val_") and k != "val_loss"] + ["lr"]
+        keys = ["train_loss", "val_loss"] + [k for k in summary if k.startswith("val_") and k not in ("val_loss", "val_time")] + ["lr"]
         line = f"epoch {summary['epoch']:>3}/{self.epochs}  {_fmt(summary, keys)}  ({summary['train_time']:.2f}s)"
         if self.bar is not None:
             self.bar.update(self.task, completed=state.step, description=self._desc(state.epoch))

@@ -15,18 +15,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from goodfit.errors import UserError
 from goodfit.metrics.names import check_names
-from goodfit.metrics.sync import acc_dtype, to_host
+from goodfit.metrics.sync import acc_dtype
 
 
-def confusion_counts(target: Tensor, pred: Tensor, num_classes: int) -> Tensor:
+def confusion_counts(target: Tensor, pred: Tensor, num_classes: int, check_pred: bool = True) -> Tensor:
     """Flat (K*K + 1,) counts of (target, pred) pairs; the last bin counts labels outside [0, K)."""
     k = num_classes
-    valid = (target >= 0) & (target < k) & (pred >= 0) & (pred < k)
+    valid = (target >= 0) & (target < k)
+    if check_pred:  # predictions from an argmax are in range by construction
+        valid &= (pred >= 0) & (pred < k)
     # torch.bincount sizes its output from the data's maximum, a host sync on CUDA; a scatter-add
     # into a fixed-size table costs none, and the extra bin catches bad labels without a device assert.
     index = torch.where(valid, target * k + pred, k * k)
@@ -34,17 +37,20 @@ def confusion_counts(target: Tensor, pred: Tensor, num_classes: int) -> Tensor:
     return counts.scatter_add_(0, index, torch.ones_like(index))
 
 
-def confusion_scores(confusion: Tensor) -> dict[str, Tensor]:
-    """Accuracy and macro-F1 (over labels present in targets or predictions) of a (K, K) matrix."""
-    cm = confusion.to(acc_dtype(confusion.device))
-    true_count, pred_count, tp = cm.sum(1), cm.sum(0), cm.diagonal()
-    accuracy = tp.sum() / cm.sum()
+def confusion_scores(confusion: np.ndarray) -> dict[str, float]:
+    """Accuracy and macro-F1 (over labels present in targets or predictions) of a (K, K) count matrix.
+
+    Computed on the host in float64: the matrix arrives there in the one transfer per epoch, and
+    a handful of numpy operations on K*K numbers costs less than launching as many device kernels.
+    """
+    cm = np.asarray(confusion, dtype=np.float64)
+    true_count, pred_count, tp = cm.sum(1), cm.sum(0), np.diagonal(cm)
+    total = cm.sum()
     # 2TP + FP + FN = (TP + FN) + (TP + FP): positive exactly for the labels sklearn averages over.
     support = true_count + pred_count
     present = support > 0
-    f1 = torch.where(present, 2 * tp / support.clamp_min(1), torch.zeros_like(tp))
-    macro_f1 = f1.sum() / present.sum()
-    return {"accuracy": accuracy, "macro_f1": macro_f1}
+    return {"accuracy": float(tp.sum() / total) if total else float("nan"),
+            "macro_f1": float(np.mean(2 * tp[present] / support[present])) if present.any() else float("nan")}
 
 
 def rank_auroc(scores: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -100,7 +106,8 @@ class ClassificationMetrics:
     def update(self, output: Tensor, target: Tensor) -> None:
         """Add a batch: logits (N, K) or integer labels (N,), against integer targets (N,)."""
         k = self.num_classes
-        if output.ndim == 2:
+        from_logits = output.ndim == 2
+        if from_logits:
             if output.shape[1] != k:
                 raise ValueError(f"logits must have shape (N, {k}), got {tuple(output.shape)}")
             pred = output.argmax(1)
@@ -114,7 +121,7 @@ class ClassificationMetrics:
             raise ValueError(f"classification targets must be integer class indices, got {target.dtype}")
         _check_lengths(pred, target)
         device = self.device or pred.device
-        counts = confusion_counts(target.to(device).long(), pred.to(device), k)
+        counts = confusion_counts(target.to(device).long(), pred.to(device), k, check_pred=not from_logits)
         self._counts = counts if self._counts is None else self._counts + counts
 
     def compute(self) -> dict[str, float]:
@@ -122,13 +129,11 @@ class ClassificationMetrics:
         if self._counts is None:
             return {name: float("nan") for name in self.names}
         k = self.num_classes
-        scores = confusion_scores(self._counts[:-1].view(k, k))
-        values = {name: scores[name] for name in self.names}
-        values["_invalid"] = self._counts[-1]
-        host = to_host(values)
-        if host.pop("_invalid"):
-            raise ValueError(f"{int(self._counts[-1])} labels lie outside the class range [0, {k})")
-        return host
+        counts = self._counts.cpu().numpy()  # the one host transfer
+        if counts[-1]:
+            raise ValueError(f"{int(counts[-1])} labels lie outside the class range [0, {k})")
+        scores = confusion_scores(counts[:-1].reshape(k, k))
+        return {name: scores[name] for name in self.names}
 
 
 class BinaryMetrics:
@@ -167,17 +172,16 @@ class BinaryMetrics:
         """The requested metrics over everything since the last reset (one host sync)."""
         if self._counts is None:
             return {name: float("nan") for name in self.names}
-        scores = confusion_scores(self._counts[:-1].view(2, 2))
-        values = {name: scores[name] for name in self.names if name != "auroc"}
+        dtype = acc_dtype(self._counts.device)
+        parts = [self._counts.to(dtype)]
         if "auroc" in self.names:
-            values["auroc"], values["_pos"], values["_neg"] = rank_auroc(
-                torch.cat(self._scores), torch.cat(self._targets))
-        values["_invalid"] = self._counts[-1]
-        host = to_host(values)
-        if host.pop("_invalid"):
-            raise ValueError(f"{int(self._counts[-1])} binary targets are neither 0 nor 1")
+            parts.append(torch.stack(rank_auroc(torch.cat(self._scores), torch.cat(self._targets))).to(dtype))
+        flat = torch.cat(parts).cpu().numpy()  # the one host transfer
+        if flat[4]:
+            raise ValueError(f"{int(flat[4])} binary targets are neither 0 nor 1")
+        host = confusion_scores(flat[:4].reshape(2, 2))
         if "auroc" in self.names:
-            pos, neg = int(host.pop("_pos")), int(host.pop("_neg"))
+            host["auroc"], pos, neg = float(flat[5]), int(flat[6]), int(flat[7])
             if pos == 0 or neg == 0:
                 raise UserError(
                     f"AUROC is undefined when the targets hold one class only "
