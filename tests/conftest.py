@@ -23,3 +23,11 @@ def cli():
         return result.exit_code, result.output
 
     return invoke
+
+
+def pytest_configure(config):
+    # Tiny models gain nothing from intra-op threads, and on a 2-core CI machine shared with
+    # subprocess tests, torch's default threads oversubscribe the cores (10-80x slowdowns seen).
+    import torch
+
+    torch.set_num_threads(1)

@@ -41,7 +41,7 @@ def as_float64(t: torch.Tensor) -> np.ndarray:
 def classification_case(seed: int):
     """A random multiclass case; the scenario cycles through the corner cases."""
     rng = np.random.default_rng(seed)
-    k = int(rng.integers(2, 8))
+    k = int(rng.integers(2, 8)) if seed % 5 else int(rng.integers(30, 60))  # both sides of the K <= 32 path
     n = 1 if seed % 25 == 0 else int(rng.integers(2, 80))
     scenario = seed % 5
     y_classes = np.arange(k)

@@ -118,6 +118,7 @@ class Parts:
 
 def build(recipe: Recipe, *, progress: bool = True, console=None, callbacks: list | None = None) -> Parts:
     """Recipe -> data, model, loss, optimizer, loaders, Trainer (no run directory yet)."""
+    recipe = resolve(recipe)
     stages = _Stages()
     if recipe.train.threads:
         torch.set_num_threads(recipe.train.threads)
@@ -236,6 +237,16 @@ def _evaluate_test(parts: Parts, run_dir: Path, checkpoint: str, forced: bool) -
     return metrics
 
 
+class _torch_threads:
+    """Restore torch's CPU thread count after a run that set `train.threads` (it is process-wide)."""
+
+    def __enter__(self):
+        self.saved = torch.get_num_threads()
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.saved)
+
+
 def run(recipe: str | Path | dict | Recipe | None = None, overrides: list[str] | dict | None = None, *,
         out: str | Path = "runs", progress: bool = True, console=None, callbacks: list | None = None) -> Run:
     """Train a recipe end to end and write its run directory; returns the Run.
@@ -243,13 +254,14 @@ def run(recipe: str | Path | dict | Recipe | None = None, overrides: list[str] |
     `callbacks` are extra objects receiving the loop's five events (after early stopping and
     the run directory's writers)."""
     recipe = resolve(load_recipe(recipe, overrides))
-    parts = build(recipe, progress=progress, console=console, callbacks=callbacks)
-    run_dir = new_run_dir(out, recipe.name)
-    (run_dir / "recipe.yaml").write_text(recipe.to_yaml())
-    log = _attach_writers(parts, run_dir)
-    parts.stages.done("run directory")
-    state = parts.trainer.fit()
-    return _finish(parts, run_dir, state, log)
+    with _torch_threads():
+        parts = build(recipe, progress=progress, console=console, callbacks=callbacks)
+        run_dir = new_run_dir(out, recipe.name)
+        (run_dir / "recipe.yaml").write_text(recipe.to_yaml())
+        log = _attach_writers(parts, run_dir)
+        parts.stages.done("run directory")
+        state = parts.trainer.fit()
+        return _finish(parts, run_dir, state, log)
 
 
 def load_run_recipe(run_dir: str | Path) -> Recipe:
@@ -263,7 +275,11 @@ def load_run_recipe(run_dir: str | Path) -> Recipe:
 
 def resume(run_dir: str | Path, *, progress: bool = True, console=None, callbacks: list | None = None) -> Run:
     """Continue a run exactly where its last checkpoint left it."""
-    run_dir = Path(run_dir)
+    with _torch_threads():
+        return _resume(Path(run_dir), progress, console, callbacks)
+
+
+def _resume(run_dir: Path, progress: bool, console, callbacks) -> Run:
     recipe = load_run_recipe(run_dir)
     parts = build(recipe, progress=progress, console=console, callbacks=callbacks)
     trainer = parts.trainer
@@ -296,6 +312,11 @@ def evaluate_run(run_dir: str | Path, split: str = "val", checkpoint: str = "bes
         raise UserError(f"the test split of {run_dir} was already evaluated ({first.get('time', '?')}): "
                         "it is locked so that it stays an unbiased estimate",
                         "pass --force to evaluate it again; the extra evaluation is recorded in test.json")
+    with _torch_threads():
+        return _evaluate_saved(run_dir, recipe, split, checkpoint, force)
+
+
+def _evaluate_saved(run_dir: Path, recipe: Recipe, split: str, checkpoint: str, force: bool) -> dict[str, float]:
     parts = build(recipe, progress=False)
     folder = run_dir / "checkpoints" / checkpoint
     load_checkpoint(folder, parts.trainer.model)

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from rich.markup import escape
+
 from goodfit.errors import UserError
 
 
@@ -43,13 +45,13 @@ class LabContext:
     def log(self, text: str) -> None:
         self.notes.append(text)
         if self.console is not None:
-            self.console.print(f"  {text}", highlight=False)
+            self.console.print(f"  {text}", highlight=False, markup=False)
 
     def measure(self, name: str, value: Any) -> Any:
         self.measurements.append((name, value))
         if self.console is not None:
             shown = f"{value:.6g}" if isinstance(value, float) else value
-            self.console.print(f"  [cyan]{name}[/] = {shown}", highlight=False)
+            self.console.print(f"  [cyan]{escape(name)}[/] = {escape(str(shown))}", highlight=False)
         return value
 
     def check(self, condition: bool, claim: str, detail: str = "") -> bool:
@@ -57,7 +59,7 @@ class LabContext:
         self.checks.append((claim, ok, detail))
         if self.console is not None:
             mark = "[green]✓[/]" if ok else "[red]✗[/]"
-            self.console.print(f"  {mark} {claim}" + (f"  ({detail})" if detail else ""), highlight=False)
+            self.console.print(f"  {mark} {escape(claim)}" + (f"  ({escape(detail)})" if detail else ""), highlight=False)
         return ok
 
     def table(self, title: str, headers: list[str], rows: list[list[Any]]) -> None:
@@ -65,11 +67,11 @@ class LabContext:
         if self.console is not None:
             from rich.table import Table
 
-            t = Table(title=title)
+            t = Table(title=escape(title))
             for h in headers:
-                t.add_column(str(h))
+                t.add_column(escape(str(h)))
             for r in rows:
-                t.add_row(*[f"{c:.4g}" if isinstance(c, float) else str(c) for c in r])
+                t.add_row(*[escape(f"{c:.4g}" if isinstance(c, float) else str(c)) for c in r])
             self.console.print(t)
 
     def figure(self, fig, name: str) -> Path:
@@ -124,17 +126,21 @@ def select(ids: list[str], everything: bool) -> list[Lab]:
 def run_lab(lab: Lab, *, quick: bool = False, out: str | Path = "lab_out", console=None) -> LabResult:
     """Run one lab; an exception inside it is a failed lab, reported with its traceback."""
     import matplotlib
+    import torch
 
     matplotlib.use("Agg")
     ctx = LabContext(lab=lab, quick=quick, out=Path(out) / lab.id, console=console)
     start = time.perf_counter()
     error = None
+    threads = torch.get_num_threads()  # labs may pin threads for tiny models; the process gets its own back
     try:
         lab.run(ctx)
     except Exception:  # noqa: BLE001 - a crashing lab is reported as failed, not hidden
         error = traceback.format_exc()
         if console is not None:
-            console.print(f"[red]{error}[/]", highlight=False, markup=False)
+            console.print(error, highlight=False, markup=False, style="red")
+    finally:
+        torch.set_num_threads(threads)
     return LabResult(lab, ctx, time.perf_counter() - start, error)
 
 
@@ -156,7 +162,8 @@ def run_labs(labs: list[Lab], *, quick: bool = False, out: str | Path = "lab_out
 
 
 def _md_cell(v: Any) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
+    """A markdown table cell: numbers to 4 significant digits, pipes escaped."""
+    return (f"{v:.4g}" if isinstance(v, float) else str(v)).replace("|", "\\|")
 
 
 def write_page(result: LabResult, docs: Path) -> Path:
@@ -170,10 +177,12 @@ def write_page(result: LabResult, docs: Path) -> Path:
              f"## Measured ({'quick' if ctx.quick else 'full'} mode, {result.seconds:.1f}s)", "",
              f"Reproduce: `goodfit lab run {lab.id}{' --quick' if ctx.quick else ''}`", ""]
     if ctx.measurements:
-        lines += ["| quantity | value |", "|---|---|"] + [f"| {k} | {_md_cell(v)} |" for k, v in ctx.measurements] + [""]
+        lines += ["| quantity | value |", "|---|---|"] + [f"| {_md_cell(k)} | {_md_cell(v)} |" for k, v in ctx.measurements] + [""]
     for title, headers, rows in ctx.tables:
-        lines += [f"**{title}**", "", "| " + " | ".join(map(str, headers)) + " |", "|" + "---|" * len(headers)]
+        lines += [f"**{title}**", "", "| " + " | ".join(map(_md_cell, headers)) + " |", "|" + "---|" * len(headers)]
         lines += ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in rows] + [""]
+    if ctx.notes:
+        lines += ["## Notes", ""] + [f"- {n}" for n in ctx.notes] + [""]
     lines += ["## Claims", ""] + [f"- {'✓' if ok else '✗'} {claim}" + (f" ({d})" if d else "") for claim, ok, d in ctx.checks]
     if result.error:
         lines += ["", "The lab crashed:", "", "```", result.error.strip(), "```"]

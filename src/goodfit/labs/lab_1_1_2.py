@@ -75,14 +75,6 @@ def _fit_candidates(ctx: LabContext, x: np.ndarray, y: np.ndarray, seed: int):
 
 
 def run(ctx: LabContext) -> None:
-    threads = torch.get_num_threads()
-    try:
-        _run(ctx)
-    finally:
-        torch.set_num_threads(threads)  # the recipes set 1 thread for these tiny models; give the process its own back
-
-
-def _run(ctx: LabContext) -> None:
     import matplotlib.pyplot as plt
     from sklearn.datasets import load_digits
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import shutil
 
 import numpy as np
-import torch
 
 from goodfit.labs import Lab, LabContext
 
@@ -53,14 +52,6 @@ BASE = ["data.perturb.subset=300", "data.perturb.label_noise=0.3", "model.width=
 
 
 def run(ctx: LabContext) -> None:
-    threads = torch.get_num_threads()
-    try:
-        _run(ctx)
-    finally:
-        torch.set_num_threads(threads)  # the recipe sets 1 thread for this small model; give the process its own back
-
-
-def _run(ctx: LabContext) -> None:
     import matplotlib.pyplot as plt
 
     import goodfit
