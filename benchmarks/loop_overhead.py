@@ -37,9 +37,14 @@ from goodfit.recipe import load_recipe
 CASES = [("digits-mlp", 32), ("digits-mlp", 128), ("digits-mlp", 512), ("mnist1d-cnn", 128)]
 
 
+DEVICE = torch.device("cpu")
+
+
 def setup(recipe_name: str, batch_size: int, target_steps: int):
     recipe = load_recipe(recipe_name)
     data = load_data(recipe.data, recipe.task, recipe.seed)
+    for name in ("x_train", "y_train", "x_val", "y_val"):
+        setattr(data, name, getattr(data, name).to(DEVICE))
     torch.manual_seed(0)
     model = build_model(recipe.model.model_copy(update={"dropout": 0.0}), data.input_shape, data.num_outputs)
     steps_per_epoch = -(-len(data.x_train) // batch_size)
@@ -53,7 +58,7 @@ def hand_loop(model, data, batch_size, epochs, seed=0, record=None):
     x, y, n = data.x_train, data.y_train, len(data.x_train)
     for epoch in range(epochs):
         model.train()
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(seed, epoch)))
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(seed, epoch))).to(x.device)
         xs, ys = x[perm], y[perm]
         losses = []
         for i in range(0, n, batch_size):
@@ -102,14 +107,14 @@ def goodfit_loop(model, data, batch_size, epochs, seed=0, record=None, variant="
                       val_loader=TensorLoader(data.x_val, data.y_val, 1024, shuffle=False), epochs=epochs,
                       make_metrics=lambda: make_metrics("classification", ["accuracy", "macro_f1"],
                                                         num_classes=data.num_classes),
-                      callbacks=callbacks)
+                      callbacks=callbacks, device=DEVICE)
     trainer.fit()
     if log is not None:
         log.close()
 
 
 def fresh(model, init_state):
-    m = copy.deepcopy(model)
+    m = copy.deepcopy(model).to(DEVICE)
     m.load_state_dict(init_state)
     return m
 
@@ -153,16 +158,21 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=1500, help="training steps per run (rounded to whole epochs)")
     p.add_argument("--quick", action="store_true", help="3 repeats, 300 steps: a smoke run")
     p.add_argument("--only", default=None, help="run only cases whose label contains this text, e.g. '@ 512'")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (the epoch-end .item() calls synchronize both loops)")
     args = p.parse_args()
     if args.quick:
         args.repeats, args.steps = 3, 300
     torch.set_num_threads(1)
+    global DEVICE
+    DEVICE = torch.device(args.device)
     cases = [c for c in CASES if not args.only or args.only in f"{c[0]} @ {c[1]}"]
     rows = []
-    for c in cases:
+    for i, c in enumerate(cases):
+        print(f"[{i + 1}/{len(cases)}] {c[0]} @ {c[1]} ...", file=sys.stderr, flush=True)
         variants = ["fit", "callbacks", "checkpoints"] if c == ("digits-mlp", 128) else ["fit", "callbacks"]
         rows += measure(c, args.repeats, args.steps, variants)
-    print(f"torch {torch.__version__}, threads 1, {args.repeats} interleaved repeats, ~{args.steps} steps per run\n")
+    print(f"torch {torch.__version__}, device {DEVICE}, threads 1, {args.repeats} interleaved repeats, "
+          f"~{args.steps} steps per run\n")
     print("| case | goodfit | steps | hand loop (s) | goodfit (s) | ratio (median) | ratio min–max | max abs. loss diff |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
