@@ -50,7 +50,8 @@ def main_options(version: bool = typer.Option(False, "--version", callback=_vers
 def _print_summary(run) -> None:
     from rich.table import Table
 
-    table = Table(title="test split (evaluated once)", show_header=True)
+    out.print("[bold]test split[/] (evaluated once, locked):")
+    table = Table(show_header=True)
     table.add_column("metric")
     table.add_column("value", justify="right")
     for k, v in (run.test or {}).items():
