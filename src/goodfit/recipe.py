@@ -67,8 +67,16 @@ class Model(_Section):
 
 
 class Loss(_Section):
+    """`name` plus that loss's own options (e.g. {name: focal, gamma: 2.0}), checked by the loss registry."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
     name: str | None = None  # None: the task's default (cross_entropy, bce_with_logits, mse)
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+
+    def options(self) -> dict[str, Any]:
+        """The options to pass to the loss (label_smoothing only when set)."""
+        extra = dict(self.model_extra or {})
+        return {**extra, "label_smoothing": self.label_smoothing} if self.label_smoothing else extra
 
 
 class Optimizer(_Section):

@@ -129,7 +129,7 @@ def build(recipe: Recipe, *, progress: bool = True, console=None, callbacks: lis
     stages.items[-1:] = [(f"data: {name}", sec) for name, sec in data.timings]
     model = build_model(recipe.model, data.input_shape, data.num_outputs).to(device)
     stages.done(f"model: build and initialize ({recipe.model.init})")
-    loss_options = {"label_smoothing": recipe.loss.label_smoothing} if recipe.loss.label_smoothing else {}
+    loss_options = recipe.loss.options()
     class_weights = data.class_weights.to(device) if data.class_weights is not None else None
     loss_fn = build_loss(recipe.loss.name, recipe.task, class_weights=class_weights, **loss_options)
     optimizer = build_optimizer(model, recipe.optimizer)

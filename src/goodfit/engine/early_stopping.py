@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import math
 
-_HIGHER_IS_BETTER = {"accuracy", "macro_f1", "auroc", "r2", "balanced_accuracy", "f1", "mcc"}
+from goodfit.metrics import HIGHER_IS_BETTER
 
 
 def resolve_mode(monitor: str, mode: str = "auto") -> str:
     """'min' or 'max' for a monitor such as val_loss or val_accuracy."""
     if mode != "auto":
         return mode
-    return "max" if monitor.split("_", 1)[-1] in _HIGHER_IS_BETTER else "min"
+    return "max" if HIGHER_IS_BETTER.get(monitor.split("_", 1)[-1], False) else "min"
 
 
 class EarlyStopping:
