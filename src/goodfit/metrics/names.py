@@ -6,23 +6,51 @@ from collections.abc import Sequence
 
 from goodfit.errors import UserError
 
+# The names a recipe's `metrics:` list may hold, per task. The first names of each task are the
+# defaults (DEFAULT_METRICS): cheap sufficient statistics, no scores kept across the epoch.
 TASK_METRICS: dict[str, tuple[str, ...]] = {
-    "classification": ("accuracy", "macro_f1"),
-    "binary": ("accuracy", "macro_f1", "auroc"),
-    "regression": ("mse", "mae", "r2"),
+    "classification": (
+        "accuracy", "macro_f1", "balanced_accuracy", "micro_f1", "weighted_f1",
+        "macro_precision", "macro_recall", "micro_precision", "micro_recall",
+        "weighted_precision", "weighted_recall", "mcc", "cohen_kappa",
+        "top3_accuracy", "top5_accuracy", "log_loss", "ece", "auroc", "average_precision",
+    ),
+    "binary": (
+        "accuracy", "macro_f1", "auroc", "balanced_accuracy", "precision", "recall", "f1",
+        "mcc", "cohen_kappa", "average_precision", "log_loss", "ece",
+    ),
+    "regression": ("mse", "mae", "r2", "rmse", "mape", "explained_variance"),
+    "segmentation": ("pixel_accuracy", "mean_iou", "dice"),
 }
 
-DEFAULT_METRICS: dict[str, list[str]] = {task: list(names) for task, names in TASK_METRICS.items()}
+# What a recipe gets when it lists no metrics (unchanged by the longer lists above).
+DEFAULT_METRICS: dict[str, list[str]] = {
+    "classification": ["accuracy", "macro_f1"],
+    "binary": ["accuracy", "macro_f1", "auroc"],
+    "regression": ["mse", "mae", "r2"],
+    "segmentation": ["pixel_accuracy", "mean_iou", "dice"],
+}
 
 HIGHER_IS_BETTER: dict[str, bool] = {
-    "accuracy": True,
-    "macro_f1": True,
-    "auroc": True,
-    "r2": True,
-    "mse": False,
-    "mae": False,
+    # classification and binary
+    "accuracy": True, "balanced_accuracy": True,
+    "macro_f1": True, "micro_f1": True, "weighted_f1": True, "f1": True,
+    "macro_precision": True, "micro_precision": True, "weighted_precision": True, "precision": True,
+    "macro_recall": True, "micro_recall": True, "weighted_recall": True, "recall": True,
+    "mcc": True, "cohen_kappa": True, "top3_accuracy": True, "top5_accuracy": True,
+    "auroc": True, "average_precision": True,
+    "log_loss": False, "ece": False,
+    # regression
+    "r2": True, "explained_variance": True,
+    "mse": False, "rmse": False, "mae": False, "mape": False,
+    # segmentation
+    "pixel_accuracy": True, "mean_iou": True, "dice": True,
+    # every task
     "loss": False,
 }
+
+# top{k}_accuracy names and their k.
+TOP_K: dict[str, int] = {"top3_accuracy": 3, "top5_accuracy": 5}
 
 
 def _did_you_mean(name: str, choices: Sequence[str]) -> str:
