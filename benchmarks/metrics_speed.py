@@ -191,7 +191,10 @@ def main() -> int:
     n_cls, n_img, n_txt = (100_000, 100, 1_000) if args.quick else (1_000_000, 500, 10_000)
     if args.quick:
         args.repeats = 2
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, median of {args.repeats} after a warm-up")
+    # one thread for every library: scikit-learn's and the evaluators' paths here are single-threaded,
+    # and on a shared 2-core machine torch's extra threads only add contention noise
+    torch.set_num_threads(1)
+    print(f"torch {torch.__version__}, threads 1, median of {args.repeats} after a warm-up")
     ratios = {}
     for part in (lambda: classification(n_cls, args.repeats), lambda: detection(n_img, args.repeats),
                  lambda: text(n_txt, args.repeats)):

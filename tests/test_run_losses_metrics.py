@@ -1,0 +1,37 @@
+"""Losses and metrics by name from a recipe, end to end (issue 3: "by name everywhere")."""
+import json
+
+import pytest
+
+import goodfit
+
+
+def test_loss_options_and_extra_metrics_from_the_recipe(tmp_path):
+    r = goodfit.run("digits-mlp", ["loss.name=focal", "loss.gamma=2.0", "train.epochs=2",
+                                   "metrics=[accuracy, balanced_accuracy, mcc, cohen_kappa, ece, top3_accuracy, log_loss]"],
+                    out=tmp_path, progress=False)
+    assert set(r.test) >= {"accuracy", "balanced_accuracy", "mcc", "cohen_kappa", "ece", "top3_accuracy", "log_loss"}
+    saved = (r.dir / "recipe.yaml").read_text()
+    assert "gamma: 2.0" in saved and "focal" in saved
+    events = [json.loads(line) for line in (r.dir / "metrics.jsonl").read_text().splitlines()]
+    assert any(e["kind"] == "eval" and "mcc" in e for e in events)
+
+
+def test_early_stopping_mode_follows_the_metric_direction(tmp_path):
+    r = goodfit.run("wine-mlp", ["train.epochs=3", "metrics=[accuracy, log_loss]",
+                                 "train.early_stopping.monitor=val_log_loss"], out=tmp_path, progress=False)
+    best = min(h["val_log_loss"] for h in r.history)
+    assert r.history[r.best_epoch - 1]["val_log_loss"] == best
+
+
+@pytest.mark.parametrize("override,expect", [
+    ("loss.gammma=2.0", "did you mean 'gamma'"),
+    ("loss.name=info_nce", "no recipe task"),
+    ("loss.name=mse", "mse"),
+    ("metrics=[acuracy]", "accuracy"),
+])
+def test_bad_loss_or_metric_names_are_user_errors(cli, tmp_path, override, expect):
+    extra = ["--set", "loss.name=focal"] if override.startswith("loss.gammma") else []
+    code, output = cli("train", "digits-mlp", *extra, "--set", override, "--out", tmp_path)
+    assert code == 2, output
+    assert "Traceback" not in output and expect in output
