@@ -45,7 +45,7 @@ def bin_sums(confidence: Tensor, outcome: Tensor, inner_edges: Tensor) -> Tensor
     [0, 1] lands in the nearest end bin (values are not checked: that would be a host sync).
     """
     n_bins = inner_edges.numel() + 1
-    index = torch.searchsorted(inner_edges, confidence).clamp_(max=n_bins - 1)
+    index = torch.searchsorted(inner_edges, confidence.contiguous()).clamp_(max=n_bins - 1)
     index = torch.cat([index, index + n_bins, index + 2 * n_bins])
     values = torch.cat([torch.ones_like(confidence), confidence, outcome.to(confidence.dtype)])
     return torch.zeros(3 * n_bins, dtype=confidence.dtype, device=confidence.device).scatter_add_(0, index, values)

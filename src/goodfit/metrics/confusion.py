@@ -117,7 +117,8 @@ def mcc_from(cm: np.ndarray) -> float:
 
 
 def kappa_from(cm: np.ndarray, weights: str | None = None) -> float:
-    """Cohen's kappa (`cohen_kappa_score`), optionally with "linear" or "quadratic" weights.
+    """Cohen's kappa (`cohen_kappa_score` with labels=range(K)), optionally "linear" or "quadratic" weights
+    by class-index distance (see goodfit.metrics.cohen_kappa for how that differs from sklearn's default).
 
     Undefined (0/0: targets and predictions share a single label, or there are no samples): NaN,
     scikit-learn's default replace_undefined_by.

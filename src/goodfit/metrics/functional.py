@@ -96,7 +96,13 @@ def mcc(preds, target, *, num_classes: int | None = None) -> float:
 
 
 def cohen_kappa(preds, target, *, num_classes: int | None = None, weights: str | None = None) -> float:
-    """Cohen's kappa (`cohen_kappa_score`, weights None | "linear" | "quadratic"); NaN where undefined."""
+    """Cohen's kappa (`cohen_kappa_score`, weights None | "linear" | "quadratic"); NaN where undefined.
+
+    Weighted kappa measures disagreement by class-index distance |i - j| over all K classes, i.e.
+    scikit-learn's `cohen_kappa_score(..., labels=range(K))`. scikit-learn's default instead uses
+    positions among the labels *present*, which changes the weights when a class in between is
+    absent from both targets and predictions; for ordinal labels the class index is the meaning.
+    """
     return _from_confusion(preds, target, num_classes, lambda cm: kappa_from(cm, weights))
 
 
