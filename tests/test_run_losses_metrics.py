@@ -35,3 +35,9 @@ def test_bad_loss_or_metric_names_are_user_errors(cli, tmp_path, override, expec
     code, output = cli("train", "digits-mlp", *extra, "--set", override, "--out", tmp_path)
     assert code == 2, output
     assert "Traceback" not in output and expect in output
+
+
+def test_binary_class_weights_train(tmp_path):
+    # regression: balance=class_weights on a binary task used to crash building the loss
+    r = goodfit.run("breast-cancer-mlp", ["data.balance=class_weights", "train.epochs=2"], out=tmp_path, progress=False)
+    assert r.test["auroc"] > 0.8

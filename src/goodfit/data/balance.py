@@ -4,11 +4,10 @@ from __future__ import annotations
 import numpy as np
 
 
-def class_weights(labels: np.ndarray, num_classes: int, task: str) -> np.ndarray:
-    """Inverse-frequency weights with mean 1; binary: pos_weight = n_neg / n_pos, shape (1,)."""
-    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
-    if task == "binary":
-        return np.array([counts[0] / max(counts[1], 1.0)])
+def class_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Inverse-frequency weights with mean 1, one per class (binary too: the loss turns (w0, w1)
+    into BCE's pos_weight = w1 / w0 = n_neg / n_pos)."""
+    counts = np.bincount(labels.astype(np.int64), minlength=num_classes).astype(np.float64)
     inverse = 1.0 / np.maximum(counts, 1.0)  # a class absent from train counts as one sample
     return inverse / inverse.mean()
 

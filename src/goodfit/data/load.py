@@ -123,7 +123,7 @@ def load_data(cfg: Data, task: str, seed: int) -> DataSplits:
 
     weights = sample_weights = None
     if cfg.balance == "class_weights":
-        weights = torch.from_numpy(balance.class_weights(ys[0], t.num_classes, task).astype(np.float32))
+        weights = torch.from_numpy(balance.class_weights(ys[0], t.num_classes).astype(np.float32))
     elif cfg.balance == "sampler":
         sample_weights = torch.from_numpy(balance.sampler_weights(ys[0], t.num_classes).astype(np.float32))
     info["balance"] = cfg.balance
