@@ -18,6 +18,7 @@ The reference library is imported inside ``coco_map`` only, so importing this mo
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 from collections.abc import Mapping, Sequence
 
@@ -226,15 +227,28 @@ def coco_map(predictions, targets, iou_type: str = "bbox") -> dict[str, float]:
     """
     if iou_type not in IOU_TYPES:
         raise UserError(f"unknown iou_type {iou_type!r}", hint=f"use one of {', '.join(IOU_TYPES)}")
-    if _is_coco_format(predictions, targets):
-        dataset, detections = _copy_coco(predictions, targets)
-    else:
-        if len(targets) == 0:
-            raise UserError("coco_map needs at least one image", hint="targets is an empty list")
-        dataset, detections = _per_image_to_coco(predictions, targets, iou_type)
-
     from faster_coco_eval import COCO, COCOeval_faster
 
+    # The copies and the evaluator's index build allocate tens of thousands of small dicts and
+    # lists, none of them cyclic garbage: pausing the cycle collector meanwhile saves the full
+    # collections those allocations would trigger (measured: ~3 ms of ~40 on 500 images).
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        if _is_coco_format(predictions, targets):
+            dataset, detections = _copy_coco(predictions, targets)
+        else:
+            if len(targets) == 0:
+                raise UserError("coco_map needs at least one image", hint="targets is an empty list")
+            dataset, detections = _per_image_to_coco(predictions, targets, iou_type)
+        return _evaluate(COCO, COCOeval_faster, dataset, detections, iou_type)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _evaluate(COCO, COCOeval_faster, dataset: dict, detections: list, iou_type: str) -> dict[str, float]:
+    """Run faster-coco-eval in memory, silently; the 12 statistics by name."""
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO(dataset, print_function=_quiet)
         gt.print_function = _quiet
