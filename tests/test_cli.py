@@ -109,3 +109,17 @@ def test_divergence_exits_3_with_diagnosis(cli, tmp_path):
     import json
     diag = json.loads((run_dir / "diagnosis.json").read_text())
     assert diag["verdict"] == "failed" and diag["findings"][0]["id"] == "divergence"
+
+
+def test_evaluate_bad_arguments_exit_2(cli, tmp_path):
+    code, output = cli("train", "wine-mlp", "--set", "train.epochs=1", "--out", tmp_path, "-q")
+    assert code == 0, output
+    run_dir = next((tmp_path / "wine-mlp").iterdir())
+    for args, expect in [(["--split", "train"], "--split"), (["--checkpoint", "middle"], "--checkpoint")]:
+        code, output = cli("evaluate", run_dir, *args)
+        assert code == 2 and expect in output and "Traceback" not in output
+
+
+def test_lab_run_without_ids_is_a_user_error(cli):
+    code, output = cli("lab", "run")
+    assert code == 2 and "--all" in output
