@@ -41,3 +41,23 @@ def test_binary_class_weights_train(tmp_path):
     # regression: balance=class_weights on a binary task used to crash building the loss
     r = goodfit.run("breast-cancer-mlp", ["data.balance=class_weights", "train.epochs=2"], out=tmp_path, progress=False)
     assert r.test["auroc"] > 0.8
+
+
+@pytest.mark.parametrize("overrides", [
+    ["schedule.name=step", "schedule.step_size=10", "schedule.gamma=0.5"],
+    ["schedule.name=one_cycle", "schedule.pct_start=0.25"],
+    ["schedule.name=multistep", "schedule.milestones=[10, 20]", "schedule.warmup=0.5"],
+])
+def test_schedules_by_name_from_the_recipe(tmp_path, overrides):
+    r = goodfit.run("wine-mlp", ["train.epochs=3", *overrides], out=tmp_path, progress=False)
+    assert len(r.history) == 3
+
+
+@pytest.mark.parametrize("override,expect", [
+    ("schedule.name=cosin", "did you mean 'cosine'"),
+    ("schedule.gama=0.5", "gama"),
+])
+def test_bad_schedule_is_a_user_error(cli, tmp_path, override, expect):
+    extra = ["--set", "schedule.name=step", "--set", "schedule.step_size=5"] if "gama" in override else []
+    code, output = cli("train", "wine-mlp", *extra, "--set", override, "--out", tmp_path)
+    assert code == 2 and expect in output and "Traceback" not in output, output

@@ -90,9 +90,16 @@ class Optimizer(_Section):
 
 
 class Schedule(_Section):
-    name: Literal["constant", "cosine"] = "cosine"
+    """`name` plus that schedule's own options (e.g. {name: step, step_size: 500, gamma: 0.5}),
+    checked by the schedule registry; step counts are optimizer steps."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    name: str = "cosine"
     warmup: float = Field(0.0, ge=0.0)  # linear warmup length in epochs (fractions allowed)
-    min_lr: float = Field(0.0, ge=0.0)  # floor of the cosine, as a fraction of optimizer.lr
+    min_lr: float = Field(0.0, ge=0.0, le=1.0)  # floor / end point, as a fraction of optimizer.lr
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
 
 
 class Regularization(_Section):

@@ -7,6 +7,7 @@ checkpoint, `evaluate_run()` scores a saved model under the test lock (DESIGN §
 """
 from __future__ import annotations
 
+import difflib
 import json
 import random
 import time
@@ -30,6 +31,7 @@ from goodfit.metrics import DEFAULT_METRICS, make_metrics
 from goodfit.models import build_model
 from goodfit.nn.penalty import WeightPenalty
 from goodfit.optim import SCHEDULES, build_optimizer
+from goodfit.optim.schedules import build_schedule
 from goodfit.optim.clipping import build_clip
 from goodfit.recipe import Recipe, load_recipe
 
@@ -160,12 +162,24 @@ def build(recipe: Recipe, *, progress: bool = True, console=None, callbacks: lis
     if progress:
         callbacks.append(Progress(console=console, show_metric=recipe.metrics[0] if recipe.metrics else None))
     trainer = Trainer(model=model, loss_fn=loss_fn, optimizer=optimizer, train_loader=train_loader,
-                      val_loader=val_loader, epochs=recipe.train.epochs, schedule=SCHEDULES[recipe.schedule.name],
+                      val_loader=val_loader, epochs=recipe.train.epochs, schedule=make_schedule(recipe.schedule),
                       warmup_epochs=recipe.schedule.warmup, min_lr=recipe.schedule.min_lr,
                       make_metrics=make_val_metrics, callbacks=callbacks, device=device,
                       precision=recipe.train.precision, clip=build_clip(recipe.train.grad_clip), penalty=penalty,
                       augment=build_augment(recipe.data.augment, data.input_shape))
     return Parts(recipe, data, trainer, early_stopping, stages)
+
+
+def make_schedule(cfg):
+    """The recipe's `schedule` section -> schedule(step, total, warmup=, min_lr=), options checked now."""
+    if cfg.name not in SCHEDULES:
+        close = difflib.get_close_matches(cfg.name, list(SCHEDULES), n=1)
+        raise UserError(f"schedule.name: unknown schedule '{cfg.name}'",
+                        f"did you mean '{close[0]}'?" if close else "available: " + ", ".join(SCHEDULES))
+    try:
+        return build_schedule(cfg.name, **cfg.options())
+    except (ValueError, TypeError) as e:
+        raise UserError(f"schedule: {e}", "see goodfit.optim.schedules.accepted_options(name)") from None
 
 
 def new_run_dir(out: str | Path, name: str) -> Path:
