@@ -61,3 +61,17 @@ def test_bad_schedule_is_a_user_error(cli, tmp_path, override, expect):
     extra = ["--set", "schedule.name=step", "--set", "schedule.step_size=5"] if "gama" in override else []
     code, output = cli("train", "wine-mlp", *extra, "--set", override, "--out", tmp_path)
     assert code == 2 and expect in output and "Traceback" not in output, output
+
+
+@pytest.mark.parametrize("overrides", [
+    ["optimizer.name=rmsprop", "optimizer.lr=0.001"], ["optimizer.name=nadam"], ["optimizer.name=adagrad", "optimizer.lr=0.05"],
+    ["train.grad_clip={agc: 0.05}"],
+])
+def test_optimizers_and_agc_by_name_from_the_recipe(tmp_path, overrides):
+    r = goodfit.run("wine-mlp", ["train.epochs=5", *overrides], out=tmp_path, progress=False)
+    assert r.history[-1]["train_loss"] < r.history[0]["train_loss"]
+
+
+def test_two_clipping_methods_at_once_is_a_user_error(cli, tmp_path):
+    code, output = cli("train", "wine-mlp", "--set", "train.grad_clip={norm: 1.0, agc: 0.01}", "--out", tmp_path)
+    assert code == 2 and "exactly one" in output

@@ -80,7 +80,7 @@ class Loss(_Section):
 
 
 class Optimizer(_Section):
-    name: Literal["adamw", "adam", "sgd"] = "adamw"
+    name: Literal["adamw", "adam", "sgd", "rmsprop", "adagrad", "nadam", "radam"] = "adamw"
     lr: float = Field(0.003, gt=0.0)
     weight_decay: float = Field(0.01, ge=0.0)
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
@@ -118,11 +118,12 @@ class EarlyStopping(_Section):
 class GradClip(_Section):
     norm: float | None = Field(None, gt=0.0)
     value: float | None = Field(None, gt=0.0)
+    agc: float | None = Field(None, gt=0.0)  # adaptive gradient clipping λ (Brock et al. 2021), unit-wise
 
     @model_validator(mode="after")
     def _one_method(self) -> "GradClip":
-        if (self.norm is None) == (self.value is None):
-            raise ValueError("give exactly one of {norm: X} or {value: X}")
+        if sum(v is not None for v in (self.norm, self.value, self.agc)) != 1:
+            raise ValueError("give exactly one of {norm: X}, {value: X} or {agc: λ}")
         return self
 
 
