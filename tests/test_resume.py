@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-RECIPE = ["digits-mlp", "--set", "train.epochs=8", "--set", "train.batch_size=16", "--set", "train.checkpoint_every=13",
+RECIPE = ["digits-mlp", "--set", "train.epochs=15", "--set", "train.batch_size=16", "--set", "train.checkpoint_every=13",
           "--set", "model.dropout=0.2", "--set", "train.early_stopping.patience=null", "-q"]
 
 
@@ -43,21 +43,24 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path):
 
     rng = random.Random(int(os.environ.get("GOODFIT_KILL_SEED", "0")) or None)
     killed = False
-    for _attempt in range(3):  # the kill must land mid-training; retry with an earlier kill if it finished first
+    delay = 0.5
+    for _attempt in range(4):  # the kill must land mid-training; retry with an earlier kill if it did not
         proc = subprocess.Popen(_goodfit("train", *RECIPE, "--out", cut_root), env=_env(),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 120
         while time.time() < deadline and not list(cut_root.glob("digits-mlp/*/checkpoints/last/state.json")):
             time.sleep(0.01)
-        time.sleep(rng.uniform(0.0, 0.5))
+        time.sleep(rng.uniform(0.0, delay))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
-            proc.wait()
+        proc.wait()
+        # landed mid-training only if training had not finished (the test split is scored right after)
+        if proc.returncode == -signal.SIGKILL and not list(cut_root.glob("digits-mlp/*/test.json")):
             killed = True
             break
-        proc.wait()
         for p in cut_root.glob("digits-mlp/*"):
             shutil.rmtree(p)
+        delay /= 4
     assert killed, "training finished before the kill could land"
     cut = _run_dir(cut_root)
     assert not (cut / "test.json").exists()
