@@ -130,6 +130,7 @@ class GradClip(_Section):
 class Train(_Section):
     epochs: int = Field(30, ge=1)
     batch_size: int = Field(64, ge=1)
+    accumulate: int = Field(1, ge=1)  # micro-batches of batch_size per optimizer step
     eval_batch_size: int = Field(1024, ge=1)
     grad_clip: GradClip | None = None
     early_stopping: EarlyStopping = Field(default_factory=EarlyStopping)

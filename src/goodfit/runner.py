@@ -166,6 +166,7 @@ def build(recipe: Recipe, *, progress: bool = True, console=None, callbacks: lis
                       warmup_epochs=recipe.schedule.warmup, min_lr=recipe.schedule.min_lr,
                       make_metrics=make_val_metrics, callbacks=callbacks, device=device,
                       precision=recipe.train.precision, clip=build_clip(recipe.train.grad_clip), penalty=penalty,
+                      accumulate=recipe.train.accumulate,
                       augment=build_augment(recipe.data.augment, data.input_shape))
     return Parts(recipe, data, trainer, early_stopping, stages)
 

@@ -49,15 +49,18 @@ class MetricsLog:
 
     def on_step_end(self, trainer, state, loss: torch.Tensor) -> None:
         if state.step % self.log_every == 0:
+            # the pre-clip norm when a clip measured it (what clipping acted on), else the norm now
+            norm = state.grad_norm.item() if state.grad_norm is not None else grad_norm(trainer.model)
             self.write(kind="step", epoch=state.epoch + 1, step=state.step, split="train", loss=loss.item(),
-                       lr=trainer.optimizer.param_groups[0]["lr"], grad_norm=grad_norm(trainer.model))
+                       lr=trainer.optimizer.param_groups[0]["lr"], grad_norm=norm)
 
     def on_validation_end(self, trainer, state, metrics: dict) -> None:
         self.write(kind="eval", epoch=state.epoch + 1, step=state.step, split="val", **metrics)
 
     def on_epoch_end(self, trainer, state, summary: dict) -> None:
+        extra = {"clipped_fraction": summary["clipped_fraction"]} if "clipped_fraction" in summary else {}
         self.write(kind="epoch", epoch=summary["epoch"], step=state.step, split="train", loss=summary["train_loss"],
-                   lr=summary["lr"], train_time=round(summary["train_time"], 4))
+                   lr=summary["lr"], train_time=round(summary["train_time"], 4), **extra)
         now = time.perf_counter()
         if now - self.flushed > 1.0:  # readers tailing the file see each epoch within a second
             self.file.flush()

@@ -34,6 +34,8 @@ class FitState:
     epoch_losses: list[torch.Tensor] = field(default_factory=list)  # this epoch's detached step losses
     loss_carry: tuple[float, int] = (0.0, 0)  # (sum, count) of this epoch's losses before a mid-epoch resume
     last_eval: dict[str, float] = field(default_factory=dict)
+    grad_norm: torch.Tensor | None = None  # this step's pre-clip gradient norm, when a clip computed it
+    epoch_clipped: list[torch.Tensor] = field(default_factory=list)  # this epoch's "was clipped" flags
 
     def to_json(self) -> dict[str, Any]:
         done = torch.stack(self.epoch_losses).double().sum().item() if self.epoch_losses else 0.0
@@ -69,7 +71,9 @@ def fit(trainer, state: FitState | None = None) -> FitState:
     t = trainer
     state = state or FitState()
     model, optimizer, loss_fn = t.model, t.optimizer, t.loss_fn
-    steps_per_epoch = len(t.train_loader)
+    batches = len(t.train_loader)
+    accumulate = max(1, t.accumulate)
+    steps_per_epoch = -(-batches // accumulate)  # optimizer steps; a last partial group still steps
     total_steps = t.epochs * steps_per_epoch
     warmup_steps = round(t.warmup_epochs * steps_per_epoch)
     base_lrs = [g.setdefault("initial_lr", g["lr"]) for g in optimizer.param_groups]
@@ -82,32 +86,38 @@ def fit(trainer, state: FitState | None = None) -> FitState:
             model.train()
         epoch_start = time.perf_counter()
         for x, y in t.train_loader.epoch(state.epoch, start=state.batch_in_epoch):
-            factor = t.schedule(state.step, total_steps, warmup=warmup_steps, min_lr=t.min_lr)
-            for group, base in zip(optimizer.param_groups, base_lrs):
-                group["lr"] = base * factor
+            if state.batch_in_epoch % accumulate == 0:  # the first micro-batch of an optimizer step
+                factor = t.schedule(state.step, total_steps, warmup=warmup_steps, min_lr=t.min_lr)
+                for group, base in zip(optimizer.param_groups, base_lrs):
+                    group["lr"] = base * factor
+                optimizer.zero_grad(set_to_none=True)
             if t.augment is not None:
                 x = t.augment(x)
-            optimizer.zero_grad(set_to_none=True)
             with autocast(t.device, t.precision):
                 loss = loss_fn(model(x), y)
             if t.penalty is not None:
                 loss = loss + t.penalty(model)
+            scaled = loss if accumulate == 1 else loss / accumulate  # the mean over the whole group
             if scaler is None:
-                loss.backward()
+                scaled.backward()
             else:
-                scaler.scale(loss).backward()
+                scaler.scale(scaled).backward()
+            loss = loss.detach()
+            state.epoch_losses.append(loss)
+            state.batch_in_epoch += 1
+            if state.batch_in_epoch % accumulate and state.batch_in_epoch < batches:
+                continue  # keep accumulating gradients
+            if scaler is not None:
                 scaler.unscale_(optimizer)
             if t.clip is not None:
-                t.clip(model.parameters())
+                state.grad_norm, clipped = t.clip(model.parameters())
+                state.epoch_clipped.append(clipped)
             if scaler is None:
                 optimizer.step()
             else:
                 scaler.step(optimizer)
                 scaler.update()
-            loss = loss.detach()
-            state.epoch_losses.append(loss)
             state.step += 1
-            state.batch_in_epoch += 1
             for cb in step_callbacks:
                 cb.on_step_end(t, state, loss)
 
@@ -121,6 +131,9 @@ def fit(trainer, state: FitState | None = None) -> FitState:
 
         summary: dict[str, Any] = {"epoch": state.epoch + 1, "step": state.step, "train_loss": train_loss,
                                    "lr": optimizer.param_groups[0]["lr"], "train_time": train_time}
+        if state.epoch_clipped:
+            summary["clipped_fraction"] = torch.stack(state.epoch_clipped).float().mean().item()
+            state.epoch_clipped = []
         if t.val_loader is not None:
             val_start = time.perf_counter()
             val = evaluate(model, loss_fn, t.val_loader, t.make_metrics(), t.device, t.precision)

@@ -23,6 +23,8 @@ class Trainer:
     `train_loader`/`val_loader` are anything with `epoch(epoch, start=0)` yielding (x, y)
     batches and `__len__` (goodfit.data.TensorLoader). `schedule(step, total, warmup=, min_lr=)`
     returns a multiplier of each group's initial LR. `callbacks` receive the five events.
+    `clip(params)` returns (pre-clip norm, clipped) (goodfit.optim.clipping). With `accumulate`
+    = k, k micro-batches' gradients (each loss divided by k) make one optimizer step.
     """
 
     model: nn.Module
@@ -41,6 +43,7 @@ class Trainer:
     clip: Callable | None = None
     penalty: Callable | None = None
     augment: Callable | None = None
+    accumulate: int = 1  # micro-batches per optimizer step (gradient accumulation)
 
     def fit(self, state: FitState | None = None) -> FitState:
         return fit(self, state)
