@@ -11,24 +11,11 @@ from sklearn.exceptions import UndefinedMetricWarning
 
 from goodfit import metrics as gm
 from goodfit.errors import UserError
+from metric_helpers import batches, streamed
 
 TOL = 1e-6
 CASES = 250
 LOW_PRECISION = (torch.float16, torch.bfloat16)
-
-
-def batches(n: int, rng: np.random.Generator) -> list[slice]:
-    """Uneven consecutive slices covering range(n), sometimes including empty ones."""
-    cuts = np.sort(rng.integers(0, n + 1, size=rng.integers(0, 5)))
-    edges = [0, *cuts.tolist(), n]
-    return [slice(a, b) for a, b in zip(edges[:-1], edges[1:])]
-
-
-def streamed(acc, output: torch.Tensor, target: torch.Tensor, rng: np.random.Generator) -> dict[str, float]:
-    """Feed an accumulator in uneven batches and compute once."""
-    for part in batches(output.shape[0], rng):
-        acc.update(output[part], target[part])
-    return acc.compute()
 
 
 def as_float64(t: torch.Tensor) -> np.ndarray:

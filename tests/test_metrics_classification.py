@@ -18,23 +18,11 @@ from sklearn.calibration import calibration_curve
 
 from goodfit import metrics as gm
 from goodfit.errors import UserError
+from metric_helpers import batches, streamed
 
 TOL = 1e-6
 CASES = 200  # per metric: every case checks every metric
 ZERO_DIVISION = (0.0, 1.0, float("nan"))
-
-
-def batches(n: int, rng: np.random.Generator) -> list[slice]:
-    """Uneven consecutive slices covering range(n), sometimes including empty ones."""
-    cuts = np.sort(rng.integers(0, n + 1, size=rng.integers(0, 5)))
-    edges = [0, *cuts.tolist(), n]
-    return [slice(a, b) for a, b in zip(edges[:-1], edges[1:])]
-
-
-def streamed(acc, output: torch.Tensor, target: torch.Tensor, rng: np.random.Generator) -> dict[str, float]:
-    for part in batches(output.shape[0], rng):
-        acc.update(output[part], target[part])
-    return acc.compute()
 
 
 def close(got: float, expected: float, what=None) -> None:

@@ -10,17 +10,11 @@ import torch
 from sklearn import metrics as sk
 
 from goodfit import metrics as gm
+from metric_helpers import batches
 
 TOL = 1e-6
 CASES = 200
 NAMES = list(gm.TASK_METRICS["regression"])
-
-
-def batches(n: int, rng: np.random.Generator) -> list[slice]:
-    """Uneven consecutive slices covering range(n), sometimes including empty ones."""
-    cuts = np.sort(rng.integers(0, n + 1, size=rng.integers(0, 5)))
-    edges = [0, *cuts.tolist(), n]
-    return [slice(a, b) for a, b in zip(edges[:-1], edges[1:])]
 
 
 def sklearn_regression(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
