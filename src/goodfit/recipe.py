@@ -87,16 +87,35 @@ class Optimizer(_Section):
     nesterov: bool = False
     betas: tuple[float, float] = (0.9, 0.999)
     decay_norm_and_bias: bool = False
+    # discriminative LRs: {glob: multiplier}, matched against each parameter's dotted name and its
+    # prefixes ('body' and 'body.*' both match 'body.0.weight'); first match wins, unmatched x1
+    lr_multipliers: dict[str, float] = Field(default_factory=dict)
+    layer_decay: float | None = Field(None, gt=0.0, le=1.0)  # last top-level child x1, each earlier one x decay more
+
+    @field_validator("lr_multipliers")
+    @classmethod
+    def _positive_multipliers(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = {k: m for k, m in v.items() if not (m > 0 and m != float("inf"))}
+        if bad:
+            raise ValueError(f"LR multipliers must be finite and > 0, got {bad}")
+        if any(not k.strip() for k in v):
+            raise ValueError("an empty pattern matches no parameter")
+        return v
 
 
 class Schedule(_Section):
     """`name` plus that schedule's own options (e.g. {name: step, step_size: 500, gamma: 0.5}),
-    checked by the schedule registry; step counts are optimizer steps."""
+    checked by the schedule registry; step counts are optimizer steps, or epochs with
+    `interval: epoch`. reduce_on_plateau takes factor, patience, threshold, threshold_mode,
+    cooldown, eps, monitor (default val_loss) and mode (auto | min | max); its multiplier, updated
+    after each epoch's validation, multiplies the warmup ramp (a cut during warmup scales the ramp).
+    one_cycle cycles momentum (cycle_momentum: true, base_momentum, max_momentum) as torch's OneCycleLR."""
 
     model_config = ConfigDict(extra="allow", validate_assignment=True)
     name: str = "cosine"
-    warmup: float = Field(0.0, ge=0.0)  # linear warmup length in epochs (fractions allowed)
+    warmup: float = Field(0.0, ge=0.0)  # linear warmup length in epochs (fractions allowed with interval: step)
     min_lr: float = Field(0.0, ge=0.0, le=1.0)  # floor / end point, as a fraction of optimizer.lr
+    interval: Literal["step", "epoch"] = "step"  # epoch: one value per epoch, as a torch scheduler stepped per epoch
 
     def options(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
@@ -119,11 +138,15 @@ class GradClip(_Section):
     norm: float | None = Field(None, gt=0.0)
     value: float | None = Field(None, gt=0.0)
     agc: float | None = Field(None, gt=0.0)  # adaptive gradient clipping λ (Brock et al. 2021), unit-wise
+    auto: float | None = Field(None, ge=0.0, le=100.0)  # AutoClip percentile (Seetharaman et al. 2020)
+    history: int | None = Field(None, ge=1)  # AutoClip: keep only the last N norms (None: all)
 
     @model_validator(mode="after")
     def _one_method(self) -> "GradClip":
-        if sum(v is not None for v in (self.norm, self.value, self.agc)) != 1:
-            raise ValueError("give exactly one of {norm: X}, {value: X} or {agc: λ}")
+        if sum(v is not None for v in (self.norm, self.value, self.agc, self.auto)) != 1:
+            raise ValueError("give exactly one of {norm: X}, {value: X}, {agc: λ} or {auto: percentile}")
+        if self.history is not None and self.auto is None:
+            raise ValueError("history applies to {auto: percentile} only")
         return self
 
 

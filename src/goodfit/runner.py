@@ -8,6 +8,7 @@ checkpoint, `evaluate_run()` scores a saved model under the test lock (DESIGN §
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import random
 import time
@@ -31,8 +32,9 @@ from goodfit.metrics import DEFAULT_METRICS, make_metrics
 from goodfit.models import build_model
 from goodfit.nn.penalty import WeightPenalty
 from goodfit.optim import SCHEDULES, build_optimizer
-from goodfit.optim.schedules import build_schedule
 from goodfit.optim.clipping import build_clip
+from goodfit.optim.optimizers import pattern_matches
+from goodfit.optim.schedules import build_plateau, build_schedule, constant, one_cycle_momentum
 from goodfit.recipe import Recipe, load_recipe
 
 SUPPORTED_TASKS = ("classification", "binary", "regression")
@@ -104,6 +106,11 @@ def resolve(recipe: Recipe) -> Recipe:
     if monitor not in allowed:
         raise UserError(f"train.early_stopping.monitor: '{monitor}' is not logged by this run",
                         "choose one of: " + ", ".join(allowed))
+    if recipe.schedule.name == "reduce_on_plateau":
+        monitor = recipe.schedule.options().get("monitor", "val_loss")
+        if monitor not in allowed:
+            raise UserError(f"schedule.monitor: '{monitor}' is not logged by this run",
+                            "choose one of: " + ", ".join(allowed))
     return recipe
 
 
@@ -134,9 +141,11 @@ def build(recipe: Recipe, *, progress: bool = True, console=None, callbacks: lis
     loss_options = recipe.loss.options()
     class_weights = data.class_weights.to(device) if data.class_weights is not None else None
     loss_fn = build_loss(recipe.loss.name, recipe.task, class_weights=class_weights, **loss_options)
-    optimizer = build_optimizer(model, recipe.optimizer)
+    optimizer = make_optimizer(model, recipe.optimizer)
     reg = recipe.regularization
-    penalty = WeightPenalty(optimizer.param_groups[0]["params"], reg.l1, reg.l2) if (reg.l1 or reg.l2) else None
+    decayed = [p for g in optimizer.param_groups if g["name"].startswith("decay") for p in g["params"]]
+    penalty = WeightPenalty(decayed, reg.l1, reg.l2) if (reg.l1 or reg.l2) else None
+    schedule = schedule_parts(recipe.schedule, optimizer)
     stages.done("loss and optimizer")
 
     def to(t):
@@ -152,6 +161,10 @@ def build(recipe: Recipe, *, progress: bool = True, console=None, callbacks: lis
                         "set data.split.val > 0, or train.early_stopping.monitor=train_loss")
     early_stopping = EarlyStopping(es_cfg.monitor, resolve_mode(es_cfg.monitor, es_cfg.mode), es_cfg.patience,
                                    es_cfg.min_delta, es_cfg.restore_best)
+    plateau = schedule["plateau"]
+    if val_loader is None and plateau is not None and plateau.monitor.startswith("val_"):
+        raise UserError("data.split.val is 0, so reduce_on_plateau has nothing to monitor",
+                        "set data.split.val > 0, or schedule.monitor=train_loss")
 
     def make_val_metrics():
         return make_metrics(recipe.task, recipe.metrics, num_classes=data.num_classes, num_outputs=data.num_outputs,
@@ -162,8 +175,7 @@ def build(recipe: Recipe, *, progress: bool = True, console=None, callbacks: lis
     if progress:
         callbacks.append(Progress(console=console, show_metric=recipe.metrics[0] if recipe.metrics else None))
     trainer = Trainer(model=model, loss_fn=loss_fn, optimizer=optimizer, train_loader=train_loader,
-                      val_loader=val_loader, epochs=recipe.train.epochs, schedule=make_schedule(recipe.schedule),
-                      warmup_epochs=recipe.schedule.warmup, min_lr=recipe.schedule.min_lr,
+                      val_loader=val_loader, epochs=recipe.train.epochs, **schedule,
                       make_metrics=make_val_metrics, callbacks=callbacks, device=device,
                       precision=recipe.train.precision, clip=build_clip(recipe.train.grad_clip), penalty=penalty,
                       accumulate=recipe.train.accumulate,
@@ -171,16 +183,56 @@ def build(recipe: Recipe, *, progress: bool = True, console=None, callbacks: lis
     return Parts(recipe, data, trainer, early_stopping, stages)
 
 
+def make_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
+    """The recipe's `optimizer` section -> a torch optimizer, its LR multipliers' patterns checked against the model."""
+    multipliers = list(cfg.lr_multipliers.items())
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    for pattern, _ in multipliers:
+        if not any(pattern_matches(n, pattern) for n in names):
+            shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+            raise UserError(f"optimizer.lr_multipliers: pattern '{pattern}' matches no trainable parameter",
+                            f"globs match a parameter name or a dotted prefix of it; this model's names: {shown}")
+    return build_optimizer(model, cfg, lr_multipliers=multipliers or None, layer_decay=cfg.layer_decay)
+
+
 def make_schedule(cfg):
     """The recipe's `schedule` section -> schedule(step, total, warmup=, min_lr=), options checked now."""
-    if cfg.name not in SCHEDULES:
-        close = difflib.get_close_matches(cfg.name, list(SCHEDULES), n=1)
+    known = [*SCHEDULES, "reduce_on_plateau"]
+    if cfg.name not in known:
+        close = difflib.get_close_matches(cfg.name, known, n=1)
         raise UserError(f"schedule.name: unknown schedule '{cfg.name}'",
-                        f"did you mean '{close[0]}'?" if close else "available: " + ", ".join(SCHEDULES))
+                        f"did you mean '{close[0]}'?" if close else "available: " + ", ".join(known))
+    if cfg.name == "reduce_on_plateau":
+        return constant  # the warmup ramp; the plateau's multiplier scales it (schedule_parts)
     try:
         return build_schedule(cfg.name, **cfg.options())
     except (ValueError, TypeError) as e:
         raise UserError(f"schedule: {e}", "see goodfit.optim.schedules.accepted_options(name)") from None
+
+
+def schedule_parts(cfg, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """The recipe's `schedule` section -> the Trainer's schedule, interval, warmup_epochs, min_lr,
+    momentum (1cycle with cycle_momentum) and plateau (reduce_on_plateau) arguments."""
+    parts: dict[str, Any] = {"schedule": make_schedule(cfg), "interval": cfg.interval, "warmup_epochs": cfg.warmup,
+                             "min_lr": cfg.min_lr, "momentum": None, "plateau": None}
+    if cfg.interval == "epoch" and cfg.warmup != int(cfg.warmup):
+        raise UserError(f"schedule.warmup: {cfg.warmup:g} epochs with interval: epoch",
+                        "a per-epoch schedule warms up over whole epochs; give an integer, or interval: step")
+    options = cfg.options()
+    if cfg.name == "reduce_on_plateau":
+        monitor = options.get("monitor", "val_loss")
+        options["mode"] = resolve_mode(monitor, options.get("mode", "auto"))
+        try:
+            parts["plateau"] = build_plateau(min_lr=cfg.min_lr, **options)
+        except (ValueError, TypeError) as e:
+            raise UserError(f"schedule: {e}", "mode is auto, min or max; see "
+                            "goodfit.optim.schedules.accepted_options('reduce_on_plateau')") from None
+    if cfg.name == "one_cycle" and options.get("cycle_momentum", True):
+        if "betas" not in optimizer.defaults and "momentum" not in optimizer.defaults:
+            raise UserError(f"schedule.cycle_momentum: optimizer {type(optimizer).__name__} has no momentum to cycle",
+                            "set schedule.cycle_momentum=false, or use sgd, rmsprop or an Adam-family optimizer")
+        parts["momentum"] = functools.partial(one_cycle_momentum, **options)
+    return parts
 
 
 def new_run_dir(out: str | Path, name: str) -> Path:
@@ -303,6 +355,7 @@ def _resume(run_dir: Path, progress: bool, console, callbacks) -> Run:
         raise UserError(f"{run_dir} has no checkpoint to resume from", "start it again with `goodfit train`")
     saved = load_checkpoint(last, trainer.model, trainer.optimizer)
     state = FitState.from_json(saved["fit"])
+    trainer.load_extra_state(saved)  # plateau and AutoClip; absent from older checkpoints: left fresh
     if saved.get("early_stopping"):
         parts.early_stopping.load_state_dict(saved["early_stopping"])
         best = run_dir / "checkpoints" / "best"

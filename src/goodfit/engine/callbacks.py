@@ -81,6 +81,8 @@ class Checkpointer:
     write costs milliseconds, which would dominate short epochs. `best` is snapshotted in
     memory when `tracker` (early stopping) sees an improvement and written just before the
     next `last`, so the pair on disk always agrees. A non-finite loss never overwrites either.
+    state.json holds, besides the tensors' metadata: fit (FitState), rng, early_stopping,
+    metrics_offset, time, schedule and grad_clip (`Trainer.extra_state()`), then `extra()`'s keys.
     """
 
     def __init__(self, folder: str | Path, tracker=None, log: MetricsLog | None = None,
@@ -94,7 +96,8 @@ class Checkpointer:
         doc = {"fit": state.to_json(), "rng": rng_state(),
                "early_stopping": self.tracker.state_dict() if self.tracker else None,
                "metrics_offset": self.log.offset() if self.log else None,
-               "time": self.log.elapsed() if self.log else None}
+               "time": self.log.elapsed() if self.log else None,
+               **trainer.extra_state()}  # "schedule" (plateau) and "grad_clip" (AutoClip) states, or None
         if self.extra is not None:
             doc.update(self.extra())
         return doc

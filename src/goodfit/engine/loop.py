@@ -5,6 +5,12 @@ that defines it: on_fit_start, on_step_end, on_validation_end, on_epoch_end, on_
 A callback may ask the loop to stop by setting `state.should_stop`; nothing else about
 control flow is hidden. Per step there is no host sync: losses stay on the device and
 are reduced once per epoch.
+
+Each optimizer step's LR is group["initial_lr"] × schedule(position) × plateau multiplier, the
+position being the step (interval "step") or the epoch (interval "epoch"); a momentum schedule
+(1cycle) sets each group's momentum / beta1 at the same position. The plateau multiplier moves
+only at epoch ends, from the monitored value; it and the clip are the only stateful parts
+(Trainer.extra_state), everything else is a pure function of the counters.
 """
 from __future__ import annotations
 
@@ -36,19 +42,23 @@ class FitState:
     last_eval: dict[str, float] = field(default_factory=dict)
     grad_norm: torch.Tensor | None = None  # this step's pre-clip gradient norm, when a clip computed it
     epoch_clipped: list[torch.Tensor] = field(default_factory=list)  # this epoch's "was clipped" flags
+    clip_carry: tuple[int, int] = (0, 0)  # (clipped, count) of this epoch's steps before a mid-epoch resume
 
     def to_json(self) -> dict[str, Any]:
         done = torch.stack(self.epoch_losses).double().sum().item() if self.epoch_losses else 0.0
+        clipped = int(torch.stack(self.epoch_clipped).sum().item()) if self.epoch_clipped else 0
         return {"epoch": self.epoch, "step": self.step, "batch_in_epoch": self.batch_in_epoch,
                 "should_stop": self.should_stop, "stop_reason": self.stop_reason, "history": self.history,
                 "loss_carry": [self.loss_carry[0] + done, self.loss_carry[1] + len(self.epoch_losses)],
+                "clip_carry": [self.clip_carry[0] + clipped, self.clip_carry[1] + len(self.epoch_clipped)],
                 "last_eval": self.last_eval}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "FitState":
         return cls(epoch=d["epoch"], step=d["step"], batch_in_epoch=d["batch_in_epoch"],
                    should_stop=d["should_stop"], stop_reason=d.get("stop_reason"), history=d["history"],
-                   loss_carry=tuple(d["loss_carry"]), last_eval=d.get("last_eval", {}))
+                   loss_carry=tuple(d["loss_carry"]), clip_carry=tuple(d.get("clip_carry", (0, 0))),
+                   last_eval=d.get("last_eval", {}))
 
 
 def emit(callbacks, event: str, *args) -> None:
@@ -66,6 +76,17 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def set_momentum(optimizer: torch.optim.Optimizer, value: float) -> None:
+    """Each group's momentum: Adam-family beta1, else SGD/RMSprop `momentum` (torch OneCycleLR's rule)."""
+    for group in optimizer.param_groups:
+        if "betas" in group:
+            group["betas"] = (value, *group["betas"][1:])
+        elif "momentum" in group:
+            group["momentum"] = value
+        else:
+            raise ValueError(f"{type(optimizer).__name__} has neither momentum nor betas to cycle")
+
+
 def fit(trainer, state: FitState | None = None) -> FitState:
     """Train `trainer.model` for `trainer.epochs` epochs (or until a callback stops it)."""
     t = trainer
@@ -74,8 +95,12 @@ def fit(trainer, state: FitState | None = None) -> FitState:
     batches = len(t.train_loader)
     accumulate = max(1, t.accumulate)
     steps_per_epoch = -(-batches // accumulate)  # optimizer steps; a last partial group still steps
-    total_steps = t.epochs * steps_per_epoch
-    warmup_steps = round(t.warmup_epochs * steps_per_epoch)
+    if t.interval == "step":
+        total, warmup = t.epochs * steps_per_epoch, round(t.warmup_epochs * steps_per_epoch)
+    elif t.interval == "epoch":  # the schedule counts epochs: held within each, as a torch scheduler stepped per epoch
+        total, warmup = t.epochs, round(t.warmup_epochs)
+    else:
+        raise ValueError(f"interval must be 'step' or 'epoch', got {t.interval!r}")
     base_lrs = [g.setdefault("initial_lr", g["lr"]) for g in optimizer.param_groups]
     step_callbacks = [cb for cb in t.callbacks if hasattr(cb, "on_step_end")]
     scaler = torch.amp.GradScaler(t.device.type) if t.precision == "fp16" else None
@@ -87,9 +112,14 @@ def fit(trainer, state: FitState | None = None) -> FitState:
         epoch_start = time.perf_counter()
         for x, y in t.train_loader.epoch(state.epoch, start=state.batch_in_epoch):
             if state.batch_in_epoch % accumulate == 0:  # the first micro-batch of an optimizer step
-                factor = t.schedule(state.step, total_steps, warmup=warmup_steps, min_lr=t.min_lr)
+                at = state.step if t.interval == "step" else state.epoch
+                factor = t.schedule(at, total, warmup=warmup, min_lr=t.min_lr)
+                if t.plateau is not None:
+                    factor *= t.plateau.multiplier
                 for group, base in zip(optimizer.param_groups, base_lrs):
                     group["lr"] = base * factor
+                if t.momentum is not None:
+                    set_momentum(optimizer, t.momentum(at, total, warmup=warmup, min_lr=t.min_lr))
                 optimizer.zero_grad(set_to_none=True)
             if t.augment is not None:
                 x = t.augment(x)
@@ -131,9 +161,12 @@ def fit(trainer, state: FitState | None = None) -> FitState:
 
         summary: dict[str, Any] = {"epoch": state.epoch + 1, "step": state.step, "train_loss": train_loss,
                                    "lr": optimizer.param_groups[0]["lr"], "train_time": train_time}
-        if state.epoch_clipped:
-            summary["clipped_fraction"] = torch.stack(state.epoch_clipped).float().mean().item()
-            state.epoch_clipped = []
+        clip_n = state.clip_carry[1] + len(state.epoch_clipped)
+        if clip_n:
+            now = torch.stack(state.epoch_clipped).sum().item() if state.epoch_clipped else 0
+            clipped = state.clip_carry[0] + now
+            summary["clipped_fraction"] = clipped / clip_n
+            state.epoch_clipped, state.clip_carry = [], (0, 0)
         if t.val_loader is not None:
             val_start = time.perf_counter()
             val = evaluate(model, loss_fn, t.val_loader, t.make_metrics(), t.device, t.precision)
@@ -141,6 +174,8 @@ def fit(trainer, state: FitState | None = None) -> FitState:
             summary.update({f"val_{k}": v for k, v in val.items()})
             summary["val_time"] = time.perf_counter() - val_start
             emit(t.callbacks, "on_validation_end", t, state, val)
+        if t.plateau is not None:  # metric-driven decay: sets the multiplier of the next epoch's steps
+            t.plateau.step(summary[t.plateau.monitor])
         state.epoch += 1
         state.batch_in_epoch = 0
         state.history.append(summary)

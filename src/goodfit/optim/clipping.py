@@ -117,7 +117,7 @@ class AutoClip:
 
 def build_clip(cfg):
     """The recipe's `train.grad_clip` -> a callable(params) -> (pre-clip norm, clipped), or None.
-    One of {norm: X} | {value: X} | {agc: λ} | {auto: percentile}."""
+    One of {norm: X} | {value: X} | {agc: λ} | {auto: percentile, history: N}."""
     if cfg is None:
         return None
     if getattr(cfg, "norm", None) is not None:
@@ -127,5 +127,5 @@ def build_clip(cfg):
     if getattr(cfg, "agc", None) is not None:
         return partial(agc, clipping=cfg.agc, eps=getattr(cfg, "agc_eps", 1e-3))
     if getattr(cfg, "auto", None) is not None:
-        return AutoClip(percentile=cfg.auto, history=getattr(cfg, "auto_history", None))
+        return AutoClip(percentile=cfg.auto, history=getattr(cfg, "history", None))
     raise ValueError("grad_clip needs one of norm, value, agc, auto")

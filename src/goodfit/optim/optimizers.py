@@ -41,15 +41,17 @@ def param_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: boo
     return groups
 
 
-def pattern_multiplier(name: str, lr_multipliers: Sequence[tuple[str, float]] | None) -> float:
-    """The multiplier of the first (glob, multiplier) whose glob matches the parameter name or
-    one of its dotted prefixes ('backbone' and 'backbone.*' both match 'backbone.0.weight'); 1.0 if none."""
-    if not lr_multipliers:
-        return 1.0
+def pattern_matches(name: str, pattern: str) -> bool:
+    """Whether the glob matches the parameter name or one of its dotted prefixes ('backbone' and
+    'backbone.*' both match 'backbone.0.weight')."""
     parts = name.split(".")
-    prefixes = [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
-    for pattern, mult in lr_multipliers:
-        if any(fnmatchcase(pre, pattern) for pre in prefixes):
+    return any(fnmatchcase(".".join(parts[:i]), pattern) for i in range(1, len(parts) + 1))
+
+
+def pattern_multiplier(name: str, lr_multipliers: Sequence[tuple[str, float]] | None) -> float:
+    """The multiplier of the first (glob, multiplier) that `pattern_matches` the parameter name; 1.0 if none."""
+    for pattern, mult in lr_multipliers or ():
+        if pattern_matches(name, pattern):
             return float(mult)
     return 1.0
 

@@ -140,15 +140,19 @@ def _check_momenta(name: str, base_momentum: float, max_momentum: float) -> None
 
 def one_cycle(step: int, total: int, *, warmup: int = 0, min_lr: float = 0.0, pct_start: float = 0.3,
               div_factor: float = 25.0, final_div_factor: float = 1e4, three_phase: bool = False,
-              base_momentum: float = 0.85, max_momentum: float = 0.95, **unknown) -> float:
+              base_momentum: float = 0.85, max_momentum: float = 0.95, cycle_momentum: bool = True,
+              **unknown) -> float:
     """1cycle (Smith 2018; torch OneCycleLR, anneal_strategy='cos'), relative to the maximum LR (the
     optimizer's LR): cosine from 1/div_factor up to 1 at pct_start of the steps, then down to
     1/(div_factor·final_div_factor) at the last step. min_lr is not used (the floor is set by the
-    div factors); the momentum options are accepted so one option set serves `one_cycle_momentum` too."""
+    div factors); the momentum options are accepted so one option set serves `one_cycle_momentum` too
+    (the engine cycles momentum with it when cycle_momentum is true)."""
     _check("one_cycle", unknown, warmup, min_lr)
     _positive("one_cycle", "div_factor", div_factor)
     _positive("one_cycle", "final_div_factor", final_div_factor)
     _check_momenta("one_cycle", base_momentum, max_momentum)
+    if not isinstance(cycle_momentum, bool):
+        raise ValueError(f"schedule 'one_cycle': cycle_momentum must be true or false, got {cycle_momentum!r}")
     T = max(1, total - warmup)
     phases = _one_cycle_phases("one_cycle", T, pct_start, three_phase,
                                (1.0 / div_factor, 1.0, 1.0 / (div_factor * final_div_factor)))
@@ -159,7 +163,8 @@ def one_cycle(step: int, total: int, *, warmup: int = 0, min_lr: float = 0.0, pc
 
 def one_cycle_momentum(step: int, total: int, *, warmup: int = 0, min_lr: float = 0.0, pct_start: float = 0.3,
                        div_factor: float = 25.0, final_div_factor: float = 1e4, three_phase: bool = False,
-                       base_momentum: float = 0.85, max_momentum: float = 0.95, **unknown) -> float:
+                       base_momentum: float = 0.85, max_momentum: float = 0.95, cycle_momentum: bool = True,
+                       **unknown) -> float:
     """The momentum (SGD momentum or Adam beta1) of 1cycle, an absolute value, not a multiplier:
     cosine from max_momentum down to base_momentum at the LR peak, then back up (torch OneCycleLR,
     cycle_momentum=True). max_momentum during warmup. Takes the same options as `one_cycle`."""
@@ -231,10 +236,13 @@ class ReduceOnPlateau:
     """Metric-driven LR reduction (torch ReduceLROnPlateau): after more than `patience` checks without
     improvement by `threshold` (relative or absolute), the multiplier is multiplied by `factor`, not
     below `min_lr`; then `cooldown` checks are ignored. Not a function of the step, so it keeps state:
-    `state_dict()` is JSON-able. `eps` applies to the multiplier (torch applies it to the LR)."""
+    `state_dict()` is JSON-able. `eps` applies to the multiplier (torch applies it to the LR). The engine
+    multiplies its schedule (a warmup ramp) by `multiplier` and calls `step(summary[monitor])` after
+    each epoch's validation."""
 
     def __init__(self, mode: str = "min", factor: float = 0.1, patience: int = 10, threshold: float = 1e-4,
-                 cooldown: int = 0, min_lr: float = 0.0, threshold_mode: str = "rel", eps: float = 1e-8):
+                 cooldown: int = 0, min_lr: float = 0.0, threshold_mode: str = "rel", eps: float = 1e-8,
+                 monitor: str = "val_loss"):
         if mode not in ("min", "max"):
             raise ValueError(f"reduce_on_plateau: mode must be 'min' or 'max', got {mode!r}")
         if threshold_mode not in ("rel", "abs"):
@@ -250,6 +258,7 @@ class ReduceOnPlateau:
             raise ValueError(f"reduce_on_plateau: min_lr is a fraction of the base LR in [0, 1], got {min_lr}")
         self.mode, self.factor, self.patience, self.threshold = mode, factor, patience, threshold
         self.cooldown, self.min_lr, self.threshold_mode, self.eps = cooldown, min_lr, threshold_mode, eps
+        self.monitor = monitor
         self.multiplier = 1.0
         self.best = math.inf if mode == "min" else -math.inf
         self.num_bad_epochs = 0
@@ -320,3 +329,12 @@ def build_schedule(name: str, **options):
     fn = functools.partial(SCHEDULES[name], **options)
     fn(0, 2)  # validates the values
     return fn
+
+
+def build_plateau(**options) -> ReduceOnPlateau:
+    """ReduceOnPlateau from a recipe's options (plus min_lr), unknown names rejected as in `build_schedule`."""
+    accepted = accepted_options("reduce_on_plateau")
+    for option in options:
+        if option not in accepted:
+            raise ValueError(f"schedule 'reduce_on_plateau': unknown option {option!r}; accepted: {sorted(accepted)}")
+    return ReduceOnPlateau(**options)
