@@ -13,6 +13,8 @@ _LAZY = {
     "Run": ("goodfit.runner", "Run"),
     "Trainer": ("goodfit.engine.trainer", "Trainer"),
     "fit": ("goodfit.engine.loop", "fit"),
+    "lr_find": ("goodfit.find_lr", "lr_find"),
+    "lr_range_test": ("goodfit.optim.lr_finder", "lr_range_test"),
     "load_recipe": ("goodfit.recipe", "load_recipe"),
     "Recipe": ("goodfit.recipe", "Recipe"),
     "metrics": ("goodfit.metrics", None),

@@ -108,6 +108,40 @@ def evaluate(run_dir: Path = typer.Argument(..., help="A run directory."),
         out.print(f"{split}_{k}: {v:.6g}", highlight=False)
 
 
+@app.command("lr-find")
+def lr_find(recipe: Optional[str] = typer.Argument(None, help="YAML path or built-in recipe name (default: digits-cnn)."),
+            set_: List[str] = typer.Option([], "--set", help="Override a key: --set train.batch_size=32 (repeatable)."),
+            start_lr: float = typer.Option(1e-6, "--start-lr", help="First LR of the exponential sweep."),
+            end_lr: float = typer.Option(1.0, "--end-lr", help="Last LR of the sweep (it stops earlier on divergence)."),
+            steps: Optional[int] = typer.Option(None, "--steps", help="Sweep length in steps (default: one epoch)."),
+            rule: str = typer.Option("minimum", "--rule", help="Suggestion rule: minimum (the smoothed loss's "
+                                     "minimum / 10), steepest or valley."),
+            plot: Path = typer.Option(Path("lr_find.png"), "--plot", help="Where to save the curve (PNG)."),
+            apply: bool = typer.Option(False, "--apply", help="Write the recipe with optimizer.lr = the suggestion."),
+            output: Optional[Path] = typer.Option(None, "--output", "-o",
+                                                  help="With --apply: where to write (default: the recipe file "
+                                                       "itself, or ./NAME.yaml for a built-in).")) -> None:
+    """LR range test: sweep the LR over at most one epoch, plot the loss, suggest an LR."""
+    try:
+        from goodfit.find_lr import apply_lr, lr_find as find
+        from goodfit.recipe import builtin_recipes
+
+        result = find(recipe, set_, start_lr=start_lr, end_lr=end_lr, steps=steps, rule=rule, plot=plot)
+        out.print(f"swept {result.steps} steps ({result.steps / result.steps_per_epoch:.2f} epoch) from "
+                  f"{result.lrs[0]:.2g} to {result.lrs[-1]:.2g}"
+                  + (" (stopped: the loss diverged)" if result.stopped_early else ""), highlight=False)
+        others = ", ".join(f"{k} {v:.3g}" for k, v in result.suggestions.items() if k != rule)
+        out.print(f"[bold]suggested optimizer.lr: {result.suggestion:.3g}[/] (rule: {rule}; {others})", highlight=False)
+        out.print(f"plot: {plot}", highlight=False)
+        if apply:
+            name = recipe or "digits-cnn"
+            target = output or (Path(name) if name not in builtin_recipes() else Path(f"{name}.yaml"))
+            written = apply_lr(recipe, set_, result.suggestion, target)
+            out.print(f"wrote {written} with optimizer.lr = {result.suggestion:.3g}", highlight=False)
+    except Exception as e:  # noqa: BLE001
+        _fail(e)
+
+
 @app.command()
 def recipes() -> None:
     """List the built-in recipes."""
@@ -116,6 +150,61 @@ def recipes() -> None:
     for name, line in describe_builtins():
         mark = " (default)" if name == DEFAULT_RECIPE else ""
         out.print(f"[bold]{name:<20}[/]{line}{mark}", highlight=False)
+
+
+@app.command("batch-size")
+def batch_size(recipe: str = typer.Argument(..., help="YAML path or built-in recipe name."),
+               set_: List[str] = typer.Option([], "--set", help="Override a key: --set train.batch_size=32 (repeatable)."),
+               budget_mb: Optional[float] = typer.Option(None, "--budget-mb", help="Memory budget in MB (default: "
+                                                         "free GPU memory, or 25% of the available RAM)."),
+               warmup_steps: int = typer.Option(200, "--warmup-steps", help="Also measure the noise scale after this "
+                                                "many training steps (on a copy); 0: at initialization only."),
+               draws: int = typer.Option(64, "--draws", help="Mini-batches drawn per batch size."),
+               apply: bool = typer.Option(False, "--apply", help="Write the recipe with the recommended batch size "
+                                          "and LR."),
+               output: Optional[Path] = typer.Option(None, "--output", "-o",
+                                                     help="With --apply: where to write (default: the recipe file "
+                                                          "itself, or ./NAME.yaml for a built-in).")) -> None:
+    """Gradient noise scale, largest batch that fits, suggested batch size and scaled LR."""
+    from rich.table import Table
+
+    try:
+        from goodfit.optim.batch_size import MIN_STEPS_PER_EPOCH, apply_recommendation, recommend
+        from goodfit.recipe import builtin_recipes
+
+        r = recommend(recipe, set_, budget_mb=budget_mb, draws=draws, warmup_steps=warmup_steps)
+        written = None
+        if apply:
+            target = output or (Path(recipe) if recipe not in builtin_recipes() else Path(f"{recipe}.yaml"))
+            written = apply_recommendation(recipe, set_, r, target)
+    except Exception as e:  # noqa: BLE001
+        _fail(e)
+    n0, f = r.noise, r.fit
+    table = Table(title=f"batch size for {recipe}: {r.train_size} training examples; noise from |G_B|² at "
+                        f"B = {n0.b_small} and {n0.b_big}, {n0.draws} draws each")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    for label, n in [("at init", r.noise), (f"after {r.warmup_steps} steps", r.noise_warm)]:
+        if n is not None:
+            table.add_row(f"noise scale B_simple = tr Σ/|G|², {label}",
+                          f"{n.b_simple:.4g}  ({n.trace_cov:.3g}/{n.grad_sq:.3g})")
+    table.add_row("critical batch B_crit ≈ B_simple", f"{r.critical_batch:.4g}")
+    table.add_row(f"largest batch in {f.budget_bytes / 2**20:.4g} MB ({f.method})",
+                  f"{f.batch_size}" + (" (all of train)" if f.capped else ""))
+    if f.bytes_per_sample == f.bytes_per_sample:  # not nan: the saved-tensor estimate
+        table.add_row("  memory: fixed + per example",
+                      f"{f.fixed_bytes / 2**20:.3g} MB + {f.bytes_per_sample / 2**10:.3g} KB")
+    table.add_row(f"largest batch with ≥ {MIN_STEPS_PER_EPOCH} steps/epoch", f"{r.max_by_steps}")
+    table.add_row(f"recipe batch, LR ({r.optimizer})", f"{r.base_batch}, {r.base_lr:.4g}")
+    table.add_row("recommended batch", f"{r.batch_size}")
+    table.add_row(f"recommended LR ({r.rule} rule)", f"{r.lr:.4g}")
+    out.print(table)
+    out.print(f"rule: {r.rule_reason}.", highlight=False, soft_wrap=True)
+    patch = " ".join(f"--set {k}={v:g}" for k, v in r.recipe_patch.items())
+    out.print(f"[bold]recommendation:[/] {patch}  ({r.reason})", highlight=False, soft_wrap=True)
+    if written is not None:
+        out.print(f"wrote {written} with train.batch_size = {r.batch_size}, optimizer.lr = "
+                  f"{r.recipe_patch['optimizer.lr']:g}", highlight=False)
 
 
 @lab_app.command("list")

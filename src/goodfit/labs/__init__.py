@@ -99,6 +99,20 @@ class LabResult:
         return self.error is None and bool(self.ctx.checks) and all(ok for _, ok, _ in self.ctx.checks)
 
 
+def best_val_loss(recipe, overrides: dict, out: Path) -> float:
+    """Train a recipe with goodfit.run; its lowest validation loss, or inf if it diverged (grid sweeps)."""
+    import math
+
+    from goodfit.errors import TrainingFailed
+    from goodfit.runner import run
+
+    try:
+        history = run(recipe, overrides, out=out, progress=False).history
+    except TrainingFailed:
+        return math.inf
+    return min((h["val_loss"] for h in history if math.isfinite(h["val_loss"])), default=math.inf)
+
+
 def all_labs() -> list[Lab]:
     labs = []
     for info in pkgutil.iter_modules(__path__):

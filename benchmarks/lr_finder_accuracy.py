@@ -1,0 +1,108 @@
+"""Does the LR finder's suggestion land near the best learning rate? (issue 4)
+
+For each recipe: run the LR range test (at most one epoch) on each seed, then train the
+recipe for its full epochs budget at every LR of a grid (default 14 LRs, a third of a decade
+apart, 10^-4.33 .. 10^0) on the same seeds. Early stopping is off in the grid so that every
+LR gets the same budget (patience would cut high-LR runs while their validation loss is
+still noisy, before the schedule has decayed); each run is scored at its best epoch. The grid's best
+LR is the one with the lowest validation loss averaged over the seeds (accuracy is printed
+too, but saturates over a wide band of LRs on these datasets and so cannot rank them).
+The finder "hits" when suggestion / grid-best lies within [1/3, 3].
+
+    python benchmarks/lr_finder_accuracy.py                 # the README table (~5-10 min on 1 core)
+    python benchmarks/lr_finder_accuracy.py --quick         # 2 recipes, 8 LRs, fewer epochs
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+import goodfit
+from goodfit.errors import TrainingFailed
+
+RECIPES = ["digits-mlp", "digits-cnn", "mnist1d-cnn"]
+
+
+def grid(lo: float, hi: float, per_decade: int) -> list[float]:
+    n = round((hi - lo) * per_decade) + 1
+    return [float(10 ** e) for e in np.linspace(lo, hi, n)]
+
+
+def train_score(recipe: str, lr: float, seed: int, extra: dict, out: str) -> tuple[float, float]:
+    """(best validation loss, validation accuracy at that epoch); inf if the run diverged."""
+    overrides = {"seed": seed, "optimizer.lr": lr, "train.threads": 1, "train.checkpoint_interval": 1e9,
+                 "train.early_stopping.patience": None, **extra}
+    try:
+        run = goodfit.run(recipe, overrides, out=out, progress=False)
+    except TrainingFailed:  # diverged: the worst possible score
+        return math.inf, 0.0
+    best = min(run.history, key=lambda h: h["val_loss"] if math.isfinite(h["val_loss"]) else math.inf)
+    return best["val_loss"], best.get("val_accuracy", float("nan"))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--recipes", nargs="+", default=RECIPES)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--lo", type=float, default=-13 / 3, help="log10 of the smallest grid LR")
+    ap.add_argument("--hi", type=float, default=0.0, help="log10 of the largest grid LR")
+    ap.add_argument("--per-decade", type=int, default=3)
+    ap.add_argument("--rule", default="minimum", choices=["minimum", "steepest", "valley"])
+    ap.add_argument("--epochs", type=int, default=None, help="override every recipe's epochs (grid and finder alike)")
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    if args.quick:
+        args.recipes, args.lo, args.hi, args.per_decade = args.recipes[:2], -4.0, 0.0, 2
+        args.epochs = args.epochs or 10
+    torch.set_num_threads(1)
+    lrs = grid(args.lo, args.hi, args.per_decade)
+    extra = {"train.epochs": args.epochs} if args.epochs else {}
+    print(f"grid: {len(lrs)} LRs from {lrs[0]:.2g} to {lrs[-1]:.2g} ({args.hi - args.lo:g} decades); "
+          f"seeds {args.seeds}; rule {args.rule}")
+    rows, hits = [], 0
+    with tempfile.TemporaryDirectory() as out:
+        for recipe in args.recipes:
+            t0 = time.perf_counter()
+            found = [goodfit.lr_find(recipe, {"seed": s, "train.threads": 1, **extra}, rule=args.rule)
+                     for s in args.seeds]
+            finder_s = time.perf_counter() - t0
+            suggestion = math.exp(statistics.fmean(math.log(r.suggestion) for r in found))
+            epochs_cost = max(r.steps / r.steps_per_epoch for r in found)
+            scores = {}
+            for lr in lrs:
+                results = [train_score(recipe, lr, s, extra, out) for s in args.seeds]
+                scores[lr] = (statistics.fmean(r[0] for r in results), statistics.fmean(r[1] for r in results))
+                print(f"  {recipe:<12} lr={lr:<9.3g} val_loss={scores[lr][0]:.4f} val_acc={scores[lr][1]:.4f}",
+                      flush=True)
+            best_lr = min(lrs, key=lambda lr: scores[lr][0])
+            ratio = suggestion / best_lr
+            hit = 1 / 3 <= ratio <= 3
+            hits += hit
+            nearest = min(lrs, key=lambda lr: abs(math.log(lr / suggestion)))
+            regret = scores[nearest][0] / scores[best_lr][0]
+            per_seed = ", ".join(f"{r.suggestion:.3g}" for r in found)
+            others = ", ".join(f"{name} {math.exp(statistics.fmean(math.log(r.suggestions[name]) for r in found)) / best_lr:.2f}"
+                               for name in found[0].suggestions if name != args.rule)
+            print(f"{recipe}: suggestion {suggestion:.3g} (per seed {per_seed}; {epochs_cost:.2f} epoch, "
+                  f"{finder_s / len(found):.1f}s each), grid-best {best_lr:.3g} (val_loss {scores[best_lr][0]:.4f}), "
+                  f"ratio {ratio:.2f} -> {'within 3x' if hit else 'MISS'}; val loss at the grid LR nearest the "
+                  f"suggestion / best = {regret:.2f}; other rules' ratios: {others}", flush=True)
+            rows.append((recipe, suggestion, best_lr, ratio, epochs_cost, regret))
+    print()
+    print("| recipe | finder suggestion | grid-best LR | ratio | within 3x | val loss there / best | finder cost (epochs) |")
+    print("|---|---|---|---|---|---|---|")
+    for recipe, s, b, r, cost, regret in rows:
+        print(f"| {recipe} | {s:.3g} | {b:.3g} | {r:.2f} | {'yes' if 1 / 3 <= r <= 3 else 'no'} | {regret:.2f} | {cost:.2f} |")
+    print(f"\n{hits}/{len(rows)} recipes within 3x of the grid-best LR")
+    return 0 if hits == len(rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""`goodfit.lr_find`: the LR range test on a recipe's own model, optimizer and training data.
+
+(The module is find_lr.py so that it never shadows the function `goodfit.lr_find`.)
+For plain PyTorch objects use `goodfit.optim.lr_finder.lr_range_test` directly.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from goodfit.errors import UserError
+from goodfit.optim.lr_finder import DEFAULT_RULE, RULES, LRFinderResult, lr_range_test
+from goodfit.recipe import Recipe, apply_overrides, load_recipe, resolve_source, validate
+
+
+def lr_find(recipe: str | Path | dict | Recipe | None = None, overrides: list[str] | dict | None = None, *,
+            start_lr: float = 1e-6, end_lr: float = 1.0, steps: int | None = None, rule: str = DEFAULT_RULE,
+            plot: str | Path | None = None) -> LRFinderResult:
+    """Run the LR range test for a recipe (at most one epoch of its training data, its batch size,
+    optimizer and loss); the recipe's model is built, swept and discarded. `plot` saves the curve."""
+    from goodfit.runner import _torch_threads, build, resolve
+
+    if rule not in RULES:
+        raise UserError(f"unknown suggestion rule '{rule}'", "choose one of: " + ", ".join(RULES))
+    if not 0 < start_lr < end_lr:
+        raise UserError(f"the sweep needs 0 < start_lr < end_lr, got {start_lr:g} and {end_lr:g}")
+    resolved = resolve(load_recipe(recipe, overrides))
+    with _torch_threads():
+        parts = build(resolved, progress=False)
+        t = parts.trainer
+        per_epoch = len(t.train_loader)
+        if steps is not None and not 5 <= steps <= per_epoch:
+            raise UserError(f"--steps must be between 5 and one epoch ({per_epoch} batches of "
+                            f"{resolved.train.batch_size}), got {steps}",
+                            "the finder is meant to cost at most one epoch")
+        if per_epoch < 5:
+            raise UserError(f"one epoch has only {per_epoch} batches: too few for an LR sweep",
+                            "use a smaller train.batch_size for the sweep, e.g. --set train.batch_size=16")
+        result = lr_range_test(t.model, t.loss_fn, t.optimizer, t.train_loader, start_lr=start_lr, end_lr=end_lr,
+                               steps=steps, rule=rule, device=t.device, precision=t.precision)
+    if plot is not None:
+        Path(plot).parent.mkdir(parents=True, exist_ok=True)
+        result.plot(plot, title=f"LR range test: {resolved.name} ({resolved.optimizer.name}, "
+                                f"batch {resolved.train.batch_size})")
+    return result
+
+
+def apply_lr(recipe: str | Path | None, overrides: list[str] | dict | None, lr: float, path: str | Path) -> Path:
+    """Write the recipe document (with its --set overrides) with optimizer.lr = lr to `path`."""
+    doc: dict[str, Any] = apply_overrides(resolve_source(recipe), overrides or [])
+    optimizer = doc.get("optimizer") or {}
+    doc["optimizer"] = {**optimizer, "lr": float(f"{lr:.3g}")}
+    validate(doc, origin=str(path))
+    path = Path(path)
+    try:
+        path.write_text(f"# optimizer.lr set by `goodfit lr-find` (LR range test suggestion)\n"
+                        + yaml.safe_dump(doc, sort_keys=False))
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror}") from None
+    return path
