@@ -14,6 +14,7 @@ _LAZY = {
     "Trainer": ("goodfit.engine.trainer", "Trainer"),
     "fit": ("goodfit.engine.loop", "fit"),
     "lr_find": ("goodfit.find_lr", "lr_find"),
+    "Doctor": ("goodfit.doctor.api", "Doctor"),
     "lr_range_test": ("goodfit.optim.lr_finder", "lr_range_test"),
     "load_recipe": ("goodfit.recipe", "load_recipe"),
     "Recipe": ("goodfit.recipe", "Recipe"),

@@ -32,6 +32,14 @@ def _fail(e: Exception) -> None:
         if hint:
             err.print(f"[yellow]hint:[/] {hint}", highlight=False, soft_wrap=True)
         raise typer.Exit(e.exit_code)
+    import errno
+
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
+        # the disk filled up or became read-only mid-run: the user's environment, not a bug
+        err.print(f"[bold red]error:[/] cannot write {e.filename or 'a file'}: {e.strerror}", highlight=False, soft_wrap=True)
+        err.print("[yellow]hint:[/] free space or fix permissions, then `goodfit resume RUN_DIR`: the checkpoints on "
+                  "disk are intact", highlight=False, soft_wrap=True)
+        raise typer.Exit(2)
     raise e
 
 
@@ -62,6 +70,65 @@ def _print_summary(run) -> None:
     out.print(f"epochs run: {st.epoch} ({reason}); best epoch: {run.best_epoch}; "
               f"training time: {sum(h['train_time'] for h in st.history):.1f}s", highlight=False)
     out.print(f"run directory: {run.dir}", highlight=False)
+    if run.diagnosis is not None:
+        _print_diagnosis(run.diagnosis)
+
+
+_SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "dim"}
+
+
+def _print_diagnosis(diagnosis, show_info: bool = True) -> None:
+    """The doctor's verdict, then each finding: severity, id, where, message, evidence and the first fix."""
+    style = {"good_fit": "bold green", "failed": "bold red"}.get(diagnosis.verdict, "bold yellow")
+    out.print(f"[bold]doctor:[/] verdict [{style}]{diagnosis.verdict}[/]", highlight=False)
+    for f in diagnosis.findings:
+        if f.severity == "info" and (not show_info or f.id == "good_fit"):
+            continue
+        where = ", ".join(x for x in (f"epoch {f.epoch}" if f.epoch is not None else "",
+                                      f"step {f.step}" if f.step is not None else "",
+                                      f"layer {f.layer}" if f.layer else "") if x)
+        sev = _SEVERITY_STYLE[f.severity]
+        out.print(f"  [{sev}]{f.severity:<7}[/] [bold]{f.id}[/]" + (f" ({where})" if where else ""), highlight=False)
+        out.print(f"           {f.message}", highlight=False, markup=False)
+        shown = {k: v for k, v in f.evidence.items() if not isinstance(v, (list, dict))}
+        if shown and f.severity != "info":
+            ev = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items())
+            out.print(f"           evidence: {ev}", highlight=False, markup=False, style="dim")
+        patch = next((p.get("recipe_patch") for p in f.prescription if p.get("recipe_patch")), None)
+        if patch and f.severity != "info":
+            sets = " ".join(f"--set {k}={v}" for k, v in patch.items())
+            out.print(f"           fix: {sets}", highlight=False, markup=False, style="cyan")
+    for r in getattr(diagnosis, "repairs", []) or []:
+        out.print(f"  [cyan]repaired[/] {r['id']} at step {r['step']}: {r['action']}", highlight=False)
+
+
+@app.command()
+def doctor(run_dir: Path = typer.Argument(..., help="A run directory written by `goodfit train`."),
+           as_json: bool = typer.Option(False, "--json", help="Print diagnosis JSON (DESIGN §1.6) instead."),
+           fix: bool = typer.Option(False, "--fix", help="Write the recipe with the prescriptions applied."),
+           output: Optional[Path] = typer.Option(None, "--output", "-o",
+                                                 help="With --fix: where to write (default RUN_DIR/recipe.fixed.yaml).")) -> None:
+    """The diagnosis of a run, re-derived from its files; --fix writes the repaired recipe."""
+    try:
+        import json
+
+        from goodfit.doctor.rederive import diagnose_run
+
+        diagnosis = diagnose_run(run_dir)
+        if as_json:
+            print(json.dumps(diagnosis.to_json(), indent=2))
+        else:
+            _print_diagnosis(diagnosis)
+        if fix:
+            from goodfit.doctor.fix import write_fixed_recipe
+
+            target, patch = write_fixed_recipe(run_dir, diagnosis, output)
+            if patch:
+                out.print(f"wrote {target} with " + " ".join(f"--set {k}={v}" for k, v in patch.items()), highlight=False)
+            else:
+                out.print("nothing to fix in the recipe (no warning with a recipe patch)", highlight=False)
+    except Exception as e:  # noqa: BLE001
+        _fail(e)
 
 
 @app.command()

@@ -21,7 +21,8 @@ _TASKS = ("classification", "binary", "multilabel", "regression", "segmentation"
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # inf/nan are never a sensible setting (lr: .inf would only diverge later)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class Split(_Section):
@@ -62,14 +63,17 @@ class Model(_Section):
     norm: Literal["batch", "layer", "instance", "group", "none"] = "batch"
     norm_position: Literal["before_activation", "after_activation"] = "before_activation"
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    init: str = "default"
+    dropout_kind: Literal["standard", "spatial", "alpha"] = "standard"  # units | whole channels | SELU-preserving
+    drop_path: float = Field(0.0, ge=0.0, lt=1.0)  # stochastic depth: the last residual block's drop rate
+    residual: Literal["pre", "post"] = "pre"  # residual block order: pre-activation | original (post-activation)
+    init: str = "default"  # goodfit.nn.init spec: default | he | xavier | orthogonal | lsuv | zeros | normal(std=…) …
     kernel_size: int = Field(3, ge=1)
 
 
 class Loss(_Section):
     """`name` plus that loss's own options (e.g. {name: focal, gamma: 2.0}), checked by the loss registry."""
 
-    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    model_config = ConfigDict(extra="allow", validate_assignment=True, allow_inf_nan=False)
     name: str | None = None  # None: the task's default (cross_entropy, bce_with_logits, mse)
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
 
@@ -111,7 +115,7 @@ class Schedule(_Section):
     after each epoch's validation, multiplies the warmup ramp (a cut during warmup scales the ramp).
     one_cycle cycles momentum (cycle_momentum: true, base_momentum, max_momentum) as torch's OneCycleLR."""
 
-    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    model_config = ConfigDict(extra="allow", validate_assignment=True, allow_inf_nan=False)
     name: str = "cosine"
     warmup: float = Field(0.0, ge=0.0)  # linear warmup length in epochs (fractions allowed with interval: step)
     min_lr: float = Field(0.0, ge=0.0, le=1.0)  # floor / end point, as a fraction of optimizer.lr
@@ -163,6 +167,7 @@ class Train(_Section):
     checkpoint_every: int | None = Field(None, ge=1)  # steps between mid-epoch `last` checkpoints
     checkpoint_interval: float = Field(10.0, ge=0.0)  # min seconds between epoch-end checkpoints (0: every epoch)
     threads: int | None = Field(None, ge=1)  # torch CPU threads; None leaves torch's default
+    deterministic: bool = False  # bit-identical GPU runs too, at some speed (goodfit.engine.determinism)
 
     @field_validator("device")
     @classmethod
@@ -174,12 +179,13 @@ class Train(_Section):
 
 class Doctor(_Section):
     enabled: bool = True
-    auto_repair: bool = False
+    auto_repair: bool = False  # repair in flight: roll back a divergence, clip exploding gradients, lower the LR on a plateau
+    every: int = Field(25, ge=1)  # optimizer steps between the doctor's sampled measurements
 
 
 class Recipe(_Section):
     name: str = "digits-cnn"
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**63)  # what torch.manual_seed accepts
     task: Literal[_TASKS] = "classification"  # type: ignore[valid-type]
     data: Data = Field(default_factory=Data)
     model: Model = Field(default_factory=Model)
@@ -221,19 +227,54 @@ def describe_builtins() -> list[tuple[str, str]]:
     return out
 
 
+_MAX_VALUES = 100_000  # values in a recipe once YAML anchors are expanded: more is an alias bomb or a cycle
+
+
+def _check_plain(doc: Any, origin: str) -> None:
+    """A recipe is plain data: YAML's safe loader still builds dates, bytes and sets, and through
+    anchors/aliases huge or self-referencing graphs; refuse those before anything walks them."""
+    stack, count = [doc], 0
+    while stack:
+        node = stack.pop()
+        count += 1
+        if count > _MAX_VALUES:
+            raise UserError(f"{origin} is too large or refers to itself (over {_MAX_VALUES:,} values once its YAML "
+                            "aliases are expanded)", "write the recipe out without nested or recursive aliases")
+        if isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+        elif not (node is None or isinstance(node, (str, int, float, bool))):
+            raise UserError(f"{origin}: a value of type {type(node).__name__} ({str(node)[:40]!r}) has no place in a recipe",
+                            "recipes hold strings, numbers, booleans, lists and mappings; quote it to make it a string")
+
+
+def _safe_load(text: str) -> Any:
+    """yaml.safe_load (no python/* tags, nothing executed), its failures as one exception type."""
+    try:
+        return yaml.safe_load(text)
+    except (ValueError, TypeError, OverflowError, RecursionError) as e:  # e.g. a timestamp 2020-13-45, deep nesting
+        raise yaml.YAMLError(f"{type(e).__name__}: {e}") from None
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise UserError(f"cannot read recipe {path}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"recipe {path} is not UTF-8 text ({e.reason} at byte {e.start})",
+                        "a recipe is a YAML text file") from None
     try:
-        doc = yaml.safe_load(text)
+        doc = _safe_load(text)
     except yaml.YAMLError as e:
         raise UserError(f"recipe {path} is not valid YAML: {e}", "check indentation and quoting") from None
     if doc is None:
         return {}
     if not isinstance(doc, dict):
         raise UserError(f"recipe {path} must be a mapping of keys, got {type(doc).__name__}")
+    _check_plain(doc, f"recipe {path}")
     return doc
 
 
@@ -263,9 +304,12 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if not all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", p) for p in parts):
         raise UserError(f"--set key {key!r} is not a dotted recipe key", "e.g. --set train.batch_size=128")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = _safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
+    if not (value is None or isinstance(value, (str, int, float, bool, list, dict))):
+        value = raw  # a date, bytes or a set from YAML: the user meant the text
+    _check_plain(value, f"--set {key.strip()}")
     return parts, value
 
 

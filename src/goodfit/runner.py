@@ -12,6 +12,7 @@ import functools
 import json
 import random
 import time
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,15 +22,18 @@ import numpy as np
 import torch
 
 from goodfit.data import DataSplits, TensorLoader, build_augment, load_data
-from goodfit.engine import EarlyStopping, FitState, Trainer, evaluate
+from goodfit.engine import EarlyStopping, FitState, Trainer, determinism, evaluate
 from goodfit.engine.callbacks import Checkpointer, MetricsLog
-from goodfit.engine.checkpoint import load_checkpoint, read_checkpoint, set_rng_state
+from goodfit.engine.checkpoint import CorruptCheckpoint, atomic_write_text, load_checkpoint
+from goodfit.engine.divergence import DivergenceGuard
 from goodfit.engine.early_stopping import resolve_mode
 from goodfit.engine.progress import Progress
+from goodfit.engine.recovery import check_run_dir, read_test_record, restore
 from goodfit.errors import TrainingFailed, UserError
 from goodfit.losses import TASK_DEFAULT_LOSS, build_loss
 from goodfit.metrics import DEFAULT_METRICS, make_metrics
 from goodfit.models import build_model
+from goodfit.nn.mixup import build_mix, split_mix
 from goodfit.nn.penalty import WeightPenalty
 from goodfit.optim import SCHEDULES, build_optimizer
 from goodfit.optim.clipping import build_clip
@@ -52,6 +56,7 @@ class Run:
     data: DataSplits
     best_epoch: int | None = None
     stages: list[tuple[str, float]] = field(default_factory=list)
+    diagnosis: Any = None  # goodfit.doctor.Diagnosis, when the doctor watched the run
 
     @property
     def history(self) -> list[dict[str, Any]]:
@@ -123,6 +128,7 @@ class Parts:
     trainer: Trainer
     early_stopping: EarlyStopping
     stages: _Stages
+    doctor: Any = None  # goodfit.doctor.DoctorCallback when recipe.doctor.enabled
 
 
 def build(recipe: Recipe, *, progress: bool = True, console=None, callbacks: list | None = None) -> Parts:
@@ -132,11 +138,14 @@ def build(recipe: Recipe, *, progress: bool = True, console=None, callbacks: lis
     if recipe.train.threads:
         torch.set_num_threads(recipe.train.threads)
     seed_everything(recipe.seed)
+    if recipe.train.deterministic:
+        determinism.enable()
     device = pick_device(recipe.train.device)
     data = load_data(recipe.data, recipe.task, recipe.seed)
     stages.done("data")
     stages.items[-1:] = [(f"data: {name}", sec) for name, sec in data.timings]
-    model = build_model(recipe.model, data.input_shape, data.num_outputs).to(device)
+    # LSUV measures variances on real inputs; other schemes ignore the batch
+    model = build_model(recipe.model, data.input_shape, data.num_outputs, batch=data.x_train[:256]).to(device)
     stages.done(f"model: build and initialize ({recipe.model.init})")
     loss_options = recipe.loss.options()
     class_weights = data.class_weights.to(device) if data.class_weights is not None else None
@@ -171,7 +180,14 @@ def build(recipe: Recipe, *, progress: bool = True, console=None, callbacks: lis
                             device=device, target_scale=to(data.target_scale), target_shift=to(data.target_shift))
 
     make_val_metrics()  # an unknown metric name fails here, before any training
-    callbacks = [early_stopping, *(callbacks or [])]
+    transforms, mixes = split_mix(recipe.data.augment)  # mixup/cutmix need the targets: the Trainer's `mix`
+    mix = build_mix(mixes, task=recipe.task, input_shape=data.input_shape, num_classes=data.num_classes, loss_fn=loss_fn)
+    doctor = None
+    if recipe.doctor.enabled:
+        from goodfit.doctor.setup import doctor_for
+
+        doctor = doctor_for(recipe, data, model)
+    callbacks = [early_stopping, *([doctor] if doctor else []), *(callbacks or [])]
     if progress:
         callbacks.append(Progress(console=console, show_metric=recipe.metrics[0] if recipe.metrics else None))
     trainer = Trainer(model=model, loss_fn=loss_fn, optimizer=optimizer, train_loader=train_loader,
@@ -179,8 +195,8 @@ def build(recipe: Recipe, *, progress: bool = True, console=None, callbacks: lis
                       make_metrics=make_val_metrics, callbacks=callbacks, device=device,
                       precision=recipe.train.precision, clip=build_clip(recipe.train.grad_clip), penalty=penalty,
                       accumulate=recipe.train.accumulate,
-                      augment=build_augment(recipe.data.augment, data.input_shape))
-    return Parts(recipe, data, trainer, early_stopping, stages)
+                      augment=build_augment(transforms, data.input_shape), mix=mix)
+    return Parts(recipe, data, trainer, early_stopping, stages, doctor)
 
 
 def make_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
@@ -237,9 +253,12 @@ def schedule_parts(cfg, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
 
 def new_run_dir(out: str | Path, name: str) -> Path:
     root = Path(out) / name
+    if not root.resolve().is_relative_to(Path(out).resolve()):  # e.g. --out/<name> is a link to elsewhere
+        raise UserError(f"{root} leads outside --out {out} (through a symbolic link); refusing to write there",
+                        "remove the link or choose another --out")
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     path, i = root / stamp, 1
-    while path.exists():
+    while path.exists() or path.is_symlink():
         i += 1
         path = root / f"{stamp}-{i}"
     path.mkdir(parents=True)
@@ -253,6 +272,10 @@ def _attach_writers(parts: Parts, run_dir: Path, truncate_at=None, time_offset=0
                         every_steps=recipe.train.checkpoint_every, interval=recipe.train.checkpoint_interval)
     # order matters: early stopping decides `improved`, the log writes the epoch line, then the checkpoint records both
     parts.trainer.callbacks[1:1] = [log, ckpt]
+    # last: a callback that repairs a divergence in flight acts before the guard stops the run
+    parts.trainer.callbacks.append(DivergenceGuard(recipe.train.log_every))
+    if parts.doctor is not None:
+        parts.doctor.run_dir = run_dir
     return log
 
 
@@ -261,7 +284,8 @@ def _finish(parts: Parts, run_dir: Path, state: FitState, log: MetricsLog) -> Ru
     recipe, trainer = parts.recipe, parts.trainer
     if state.stop_reason == "diverged":
         log.close()
-        _write_divergence(run_dir, state, recipe)
+        if parts.doctor is None:  # the doctor wrote its diagnosis at the end of the fit
+            _write_divergence(run_dir, state, recipe)
         raise TrainingFailed(f"training diverged at epoch {state.epoch} (non-finite loss); "
                              f"diagnosis written to {run_dir / 'diagnosis.json'}")
     test = None
@@ -270,19 +294,22 @@ def _finish(parts: Parts, run_dir: Path, state: FitState, log: MetricsLog) -> Ru
                               forced=False)
         log.write(kind="eval", epoch=state.epoch, step=state.step, split="test", **test)
     else:
-        test = json.loads((run_dir / "test.json").read_text())["metrics"]
+        test = read_test_record(run_dir / "test.json")["metrics"]
     log.close()
     parts.stages.done("final test (once, locked)")
     return Run(dir=run_dir, recipe=recipe, state=state, test=test, model=trainer.model, data=parts.data,
-               best_epoch=parts.early_stopping.best_epoch, stages=parts.stages.items)
+               best_epoch=parts.early_stopping.best_epoch, stages=parts.stages.items,
+               diagnosis=parts.doctor.diagnosis if parts.doctor is not None else None)
 
 
 def _write_divergence(run_dir: Path, state: FitState, recipe: Recipe) -> None:
     last = state.history[-1] if state.history else {}
-    finding = {"id": "divergence", "severity": "error", "epoch": state.epoch, "step": state.step,
-               "evidence": {"train_loss": str(last.get("train_loss")), "lr": recipe.optimizer.lr},
-               "message": f"The training loss became non-finite in epoch {state.epoch}; the run stopped and the "
-                          "checkpoints hold the last finite state.",
+    step = last.get("nonfinite_step") or state.step  # the divergence guard's exact step, when it saw it
+    finding = {"id": "divergence", "severity": "error", "epoch": state.epoch, "step": step,
+               "evidence": {"train_loss": str(last.get("train_loss")), "lr": recipe.optimizer.lr,
+                            "stopped_at_step": state.step},
+               "message": f"The training loss became non-finite at step {step} (epoch {state.epoch}); the run "
+                          "stopped and the checkpoints hold the last finite state.",
                "prescription": [{"action": "lower the learning rate tenfold",
                                  "recipe_patch": {"optimizer.lr": recipe.optimizer.lr / 10}},
                                 {"action": "clip gradients by norm", "recipe_patch": {"train.grad_clip": {"norm": 1.0}}}]}
@@ -298,20 +325,23 @@ def _evaluate_test(parts: Parts, run_dir: Path, checkpoint: str, forced: bool) -
     record = {"split": "test", "checkpoint": checkpoint, "metrics": metrics, "forced": forced,
               "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     path = run_dir / "test.json"
-    doc = json.loads(path.read_text()) if path.exists() else {**record, "evaluations": []}
+    doc = read_test_record(path) if path.exists() else {**record, "evaluations": []}
     doc["evaluations"].append(record)
-    path.write_text(json.dumps(doc, indent=2))
+    atomic_write_text(path, json.dumps(doc, indent=2))  # a crash here leaves the old record or the new one
     return metrics
 
 
 class _torch_threads:
-    """Restore torch's CPU thread count after a run that set `train.threads` (it is process-wide)."""
+    """Restore torch's CPU thread count and deterministic-mode flags after a run that set
+    `train.threads` or `train.deterministic` (both process-wide)."""
 
     def __enter__(self):
         self.saved = torch.get_num_threads()
+        self.flags = determinism.settings()
 
     def __exit__(self, *exc):
         torch.set_num_threads(self.saved)
+        determinism.restore(self.flags)
 
 
 def run(recipe: str | Path | dict | Recipe | None = None, overrides: list[str] | dict | None = None, *,
@@ -347,24 +377,21 @@ def resume(run_dir: str | Path, *, progress: bool = True, console=None, callback
 
 
 def _resume(run_dir: Path, progress: bool, console, callbacks) -> Run:
+    check_run_dir(run_dir)
     recipe = load_run_recipe(run_dir)
     parts = build(recipe, progress=progress, console=console, callbacks=callbacks)
-    trainer = parts.trainer
-    last = run_dir / "checkpoints" / "last"
-    if not last.exists() and not last.with_name("last.old").exists():
-        raise UserError(f"{run_dir} has no checkpoint to resume from", "start it again with `goodfit train`")
-    saved = load_checkpoint(last, trainer.model, trainer.optimizer)
-    state = FitState.from_json(saved["fit"])
-    trainer.load_extra_state(saved)  # plateau and AutoClip; absent from older checkpoints: left fresh
-    if saved.get("early_stopping"):
-        parts.early_stopping.load_state_dict(saved["early_stopping"])
-        best = run_dir / "checkpoints" / "best"
-        if parts.early_stopping.restore_best and (best / "state.json").exists():
-            parts.early_stopping.best_state = {k: v.to(trainer.device) for k, v in read_checkpoint(best)[0].items()}
-    set_rng_state(saved["rng"])
+    # the newest checkpoint that verifies (last, else prev); none yet: from step 0
+    state, saved = restore(run_dir, parts.trainer, parts.early_stopping, functools.partial(_warn, console))
     log = _attach_writers(parts, run_dir, truncate_at=saved.get("metrics_offset"), time_offset=saved.get("time") or 0.0)
-    state = trainer.fit(state)
+    state = parts.trainer.fit(state)
     return _finish(parts, run_dir, state, log)
+
+
+def _warn(console, message: str) -> None:
+    if console is not None:
+        console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+    else:
+        warnings.warn(message, stacklevel=3)
 
 
 def evaluate_run(run_dir: str | Path, split: str = "val", checkpoint: str = "best", force: bool = False) -> dict[str, float]:
@@ -374,9 +401,10 @@ def evaluate_run(run_dir: str | Path, split: str = "val", checkpoint: str = "bes
         raise UserError(f"--split must be val or test, got {split!r}")
     if checkpoint not in ("best", "last"):
         raise UserError(f"--checkpoint must be best or last, got {checkpoint!r}")
+    check_run_dir(run_dir)
     recipe = load_run_recipe(run_dir)
     if split == "test" and (run_dir / "test.json").exists() and not force:
-        first = json.loads((run_dir / "test.json").read_text())
+        first = read_test_record(run_dir / "test.json")
         raise UserError(f"the test split of {run_dir} was already evaluated ({first.get('time', '?')}): "
                         "it is locked so that it stays an unbiased estimate",
                         "pass --force to evaluate it again; the extra evaluation is recorded in test.json")
@@ -387,7 +415,12 @@ def evaluate_run(run_dir: str | Path, split: str = "val", checkpoint: str = "bes
 def _evaluate_saved(run_dir: Path, recipe: Recipe, split: str, checkpoint: str, force: bool) -> dict[str, float]:
     parts = build(recipe, progress=False)
     folder = run_dir / "checkpoints" / checkpoint
-    load_checkpoint(folder, parts.trainer.model)
+    try:
+        load_checkpoint(folder, parts.trainer.model)
+    except CorruptCheckpoint as e:  # never evaluate garbage, nor silently another checkpoint
+        other = "last" if checkpoint == "best" else "best"
+        raise UserError(f"cannot evaluate the {checkpoint} checkpoint: {e.message}",
+                        f"it has no verified copy; --checkpoint {other} evaluates the other one") from None
     if split == "test":
         return _evaluate_test(parts, run_dir, checkpoint, forced=force)
     t = parts.trainer

@@ -101,7 +101,8 @@ def fit(trainer, state: FitState | None = None) -> FitState:
         total, warmup = t.epochs, round(t.warmup_epochs)
     else:
         raise ValueError(f"interval must be 'step' or 'epoch', got {t.interval!r}")
-    base_lrs = [g.setdefault("initial_lr", g["lr"]) for g in optimizer.param_groups]
+    for g in optimizer.param_groups:
+        g.setdefault("initial_lr", g["lr"])
     step_callbacks = [cb for cb in t.callbacks if hasattr(cb, "on_step_end")]
     scaler = torch.amp.GradScaler(t.device.type) if t.precision == "fp16" else None
 
@@ -116,13 +117,15 @@ def fit(trainer, state: FitState | None = None) -> FitState:
                 factor = t.schedule(at, total, warmup=warmup, min_lr=t.min_lr)
                 if t.plateau is not None:
                     factor *= t.plateau.multiplier
-                for group, base in zip(optimizer.param_groups, base_lrs):
-                    group["lr"] = base * factor
+                for group in optimizer.param_groups:  # initial_lr is read each step: a repair may lower it
+                    group["lr"] = group["initial_lr"] * factor
                 if t.momentum is not None:
                     set_momentum(optimizer, t.momentum(at, total, warmup=warmup, min_lr=t.min_lr))
                 optimizer.zero_grad(set_to_none=True)
             if t.augment is not None:
                 x = t.augment(x)
+            if t.mix is not None:  # mixup / cutmix: inputs mixed in pairs, targets become mixed probabilities
+                x, y = t.mix(x, y)
             with autocast(t.device, t.precision):
                 loss = loss_fn(model(x), y)
             if t.penalty is not None:
@@ -150,6 +153,8 @@ def fit(trainer, state: FitState | None = None) -> FitState:
             state.step += 1
             for cb in step_callbacks:
                 cb.on_step_end(t, state, loss)
+            if state.should_stop:  # a step callback stopped the run (e.g. the doctor saw a non-finite loss)
+                break
 
         # one host sync per epoch for the training loss
         carry_sum, carry_n = state.loss_carry

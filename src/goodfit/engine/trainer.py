@@ -51,6 +51,7 @@ class Trainer:
     clip: Callable | None = None
     penalty: Callable | None = None
     augment: Callable | None = None
+    mix: Callable | None = None  # (x, y) -> (x, soft targets) per training batch: mixup / cutmix (goodfit.nn.mixup)
     accumulate: int = 1  # micro-batches per optimizer step (gradient accumulation)
 
     def fit(self, state: FitState | None = None) -> FitState:

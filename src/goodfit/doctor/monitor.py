@@ -1,0 +1,189 @@
+"""In-flight measurements, sampled: on one optimizer step in `every`, forward hooks on the
+activation modules and a look at every layer's gradient and weight change.
+
+Between samples nothing is attached, so an unsampled step costs nothing. A sample records,
+per layer (each module with a weight of 2+ dimensions: Linear, Conv, that the optimizer owns),
+the gradient norm, the weight norm, the scale of a unit's weights and the update-to-weight
+ratio ‖Δw‖/‖w‖ of that step; per activation module,
+the fraction of dead units (ReLU-like: zero for every example of the batch) and of
+saturated outputs (sigmoid/tanh within 1% of their bounds). Values are read with one host
+transfer per sample.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+RELU_LIKE = (nn.ReLU, nn.ReLU6)          # exact zeros: a unit can die
+SATURATING = (nn.Sigmoid, nn.Tanh, nn.Hardtanh, nn.Hardsigmoid)
+
+
+@dataclass
+class Sample:
+    """The measurements of one sampled optimizer step."""
+
+    step: int
+    epoch: int
+    grad_norm: dict[str, float] = field(default_factory=dict)     # per layer (its weight)
+    weight_norm: dict[str, float] = field(default_factory=dict)
+    update_ratio: dict[str, float] = field(default_factory=dict)  # ‖Δw‖/‖w‖ of this step
+    weight_scale: dict[str, float] = field(default_factory=dict)  # RMS norm of a unit's weight vector (default init ~0.58)
+    dead_fraction: dict[str, float] = field(default_factory=dict)  # per ReLU-like module
+    saturation: dict[str, float] = field(default_factory=dict)     # per sigmoid/tanh module
+    total_grad_norm: float = 0.0
+    outputs_are_probabilities: bool = False  # the model's output rows lie in [0, 1] and sum to 1 (a softmax)
+    stale_grad: float = 0.0    # share of the probed weight's .grad not along this step's fresh gradient (0: zeroed)
+    untrained: list[str] = field(default_factory=list)  # weights that get no update: frozen or not in the optimizer
+
+    def to_json(self) -> dict:
+        return {k: getattr(self, k) for k in _FIELDS}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Sample":
+        return cls(**{k: d[k] for k in _FIELDS if k in d})
+
+
+_FIELDS = ("step", "epoch", "grad_norm", "weight_norm", "update_ratio", "weight_scale", "dead_fraction", "saturation",
+           "total_grad_norm", "outputs_are_probabilities", "stale_grad", "untrained")
+
+
+def weighted_layers(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """(module name, weight) of every module whose weight has 2+ dimensions, in registration order
+    (= forward order for the sequential models this tool builds)."""
+    out = []
+    for name, module in model.named_modules():
+        w = getattr(module, "weight", None)
+        if isinstance(w, nn.Parameter) and w.ndim >= 2 and w.requires_grad:
+            out.append((name or type(module).__name__, w))
+    return out
+
+
+def _unit_alive(out: torch.Tensor) -> torch.Tensor:
+    """Per unit (dim 1, or the last dim of a 2-D output): positive for at least one example and position."""
+    if out.ndim == 1:
+        return out > 0
+    return (out > 0).transpose(0, 1).reshape(out.shape[1], -1).any(dim=1)
+
+
+class Monitor:
+    """Sample a model's training every `every` optimizer steps (and the first)."""
+
+    def __init__(self, model: nn.Module, every: int = 25, optimizer: torch.optim.Optimizer | None = None):
+        if every < 1:
+            raise ValueError(f"every must be >= 1, got {every}")
+        self.model, self.every, self.optimizer = model, every, optimizer
+        # a weight the optimizer does not own keeps its .grad growing: it would fake an exploding first layer
+        owned = {id(p) for g in optimizer.param_groups for p in g["params"]} if optimizer is not None else None
+        self.layers = [(n, w) for n, w in weighted_layers(model) if owned is None or id(w) in owned]
+        self.activations = [(n, m) for n, m in model.named_modules() if isinstance(m, RELU_LIKE + SATURATING)]
+        self._hooks: list = []
+        self._acts: dict[str, torch.Tensor] = {}
+        self._before: dict[str, torch.Tensor] = {}
+        self._fresh: torch.Tensor | None = None   # the probed weight's gradients from this step's backward passes
+        self._probs = False
+        self.armed = False
+
+    def due(self, step: int) -> bool:
+        """Whether optimizer step number `step` (1-based) is sampled."""
+        return step == 1 or step % self.every == 0
+
+    def arm(self) -> None:
+        """Attach the hooks and remember the weights, for the next step's forward and update."""
+        if self.armed:
+            return
+        self._acts.clear()
+        for name, module in self.activations:
+            self._hooks.append(module.register_forward_hook(self._hook(name, module)))
+        self._hooks.append(self.model.register_forward_hook(self._output_hook))
+        self._fresh, self._probs = None, False
+        if self.layers:  # the last layer's weight: were its gradients zeroed before this step's backward?
+            self._hooks.append(self.layers[-1][1].register_hook(self._grad_hook))
+        self._before = {name: w.detach().clone() for name, w in self.layers}
+        self.armed = True
+
+    def _grad_hook(self, grad: torch.Tensor) -> None:
+        g = grad.detach()
+        self._fresh = g.clone() if self._fresh is None else self._fresh + g
+
+    def _output_hook(self, _module, _inputs, out) -> None:
+        if isinstance(out, torch.Tensor) and out.ndim == 2 and out.shape[1] > 1 and out.is_floating_point():
+            with torch.no_grad():
+                o = out.detach().float()
+                self._probs = bool((o.min() >= 0) & (o.max() <= 1) & ((o.sum(1) - 1).abs().max() < 1e-3))
+
+    def _hook(self, name: str, module: nn.Module):
+        relu = isinstance(module, RELU_LIKE)
+
+        def hook(_module, _inputs, out):
+            if not isinstance(out, torch.Tensor) or not out.numel():
+                return
+            with torch.no_grad():
+                if relu:
+                    alive = _unit_alive(out)
+                    prev = self._acts.get(name)  # accumulated micro-batches: a unit alive in any of them is alive
+                    self._acts[name] = alive if prev is None or prev.shape != alive.shape else prev | alive
+                else:
+                    lo, hi = (-1.0, 1.0) if isinstance(module, (nn.Tanh, nn.Hardtanh)) else (0.0, 1.0)
+                    margin = 0.01 * (hi - lo)
+                    self._acts[name] = ((out <= lo + margin) | (out >= hi - margin)).float().mean()
+        return hook
+
+    def disarm(self) -> None:
+        for h in self._hooks:
+            h.remove()
+        self._hooks.clear()
+        self.armed = False
+
+    @torch.no_grad()
+    def read(self, step: int, epoch: int) -> Sample:
+        """The sample of the step just taken (the gradients are still in .grad); disarms the hooks."""
+        names = [n for n, _ in self.layers]
+        grads = [w.grad.detach().float().norm() if w.grad is not None else torch.zeros((), device=w.device)
+                 for _, w in self.layers]
+        weights = [w.detach().float().norm() for _, w in self.layers]
+        updates = [(w.detach() - self._before[n]).float().norm() if n in self._before else torch.zeros((), device=w.device)
+                   for n, w in self.layers]
+        acts = {n: (1.0 - v.float().mean()) if v.dtype == torch.bool else v for n, v in self._acts.items()}
+        packed = torch.stack([*grads, *weights, *updates, *[v.to(grads[0].device if grads else "cpu") for v in acts.values()]]) \
+            if (grads or acts) else torch.zeros(0)
+        values = packed.double().cpu().tolist()  # the one host transfer of the sample
+        k = len(names)
+        g, w, u, a = values[:k], values[k:2 * k], values[2 * k:3 * k], values[3 * k:]
+        sample = Sample(step=step, epoch=epoch, grad_norm=dict(zip(names, g)), weight_norm=dict(zip(names, w)),
+                        update_ratio={n: (uu / ww if ww > 0 else 0.0) for n, uu, ww in zip(names, u, w)},
+                        # ‖W‖/√(units): torch's default init gives 1/√3, He √2, whatever the fan-in
+                        weight_scale={n: ww / p.shape[0] ** 0.5 for (n, p), ww in zip(self.layers, w)},
+                        total_grad_norm=sum(x * x for x in g) ** 0.5)
+        for (name, value) in zip(acts, a):
+            module = dict(self.activations)[name]
+            (sample.dead_fraction if isinstance(module, RELU_LIKE) else sample.saturation)[name] = value
+        sample.outputs_are_probabilities = self._probs
+        w = self.layers[-1][1] if self.layers else None
+        if w is not None and w.grad is not None and self._fresh is not None:
+            # the part of .grad not along this step's fresh gradient: 0 when zeroed (clipping and loss
+            # scaling only rescale .grad), large when last step's gradient is still in it
+            # (clipping can only shrink it along the fresh direction; a leftover gradient adds a part across
+            # it, or, when consecutive gradients are parallel, a part along it that makes .grad longer)
+            f, g = self._fresh.float().flatten(), w.grad.detach().float().flatten()
+            along = (g @ f) / (f @ f).clamp_min(1e-30)
+            resid = g - along * f
+            sample.stale_grad = max(float(resid.norm() / g.norm().clamp_min(1e-30)), float(along) - 1.0, 0.0)
+        sample.untrained = self.untrained()
+        self.disarm()
+        self._before = {}
+        return sample
+
+    def untrained(self) -> list[str]:
+        """Names of weights (2+ dims) that cannot change: requires_grad off, or not in the optimizer."""
+        in_opt = {id(p) for g in self.optimizer.param_groups for p in g["params"]} if self.optimizer else None
+        out = []
+        for name, module in self.model.named_modules():
+            w = getattr(module, "weight", None)
+            if isinstance(w, nn.Parameter) and w.ndim >= 2:
+                if not w.requires_grad:
+                    out.append(f"{name or type(module).__name__} (frozen)")
+                elif in_opt is not None and id(w) not in in_opt:
+                    out.append(f"{name or type(module).__name__} (not in the optimizer)")
+        return out

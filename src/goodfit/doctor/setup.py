@@ -1,0 +1,17 @@
+"""Build the doctor for a recipe's run: its context and the pre-flight findings."""
+from __future__ import annotations
+
+from goodfit.doctor.callback import DoctorCallback
+from goodfit.doctor.preflight import data_findings, small_batch_batchnorm
+from goodfit.doctor.rules import Context
+
+
+def doctor_for(recipe, data, model) -> DoctorCallback:
+    """The DoctorCallback a `goodfit train` run attaches (the run directory is set once it exists)."""
+    ctx = Context(task=recipe.task, num_classes=data.num_classes, lr=recipe.optimizer.lr,
+                  batch_size=recipe.train.batch_size * recipe.train.accumulate,
+                  restore_best=recipe.train.early_stopping.restore_best,
+                  grad_clip=recipe.train.grad_clip is not None)
+    found = data_findings(data, recipe.task)
+    found += [f for f in (small_batch_batchnorm(model, recipe.train.batch_size),) if f is not None]
+    return DoctorCallback(ctx, every=recipe.doctor.every, auto_repair=recipe.doctor.auto_repair, preflight=found)

@@ -1,0 +1,249 @@
+"""The doctor: findings format, the monitor's numbers against direct computation, the rules on
+controlled faults, the run integration (diagnosis.json, exit codes, `goodfit doctor`, --fix) and repairs."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import goodfit
+from goodfit.doctor import Diagnosis, Doctor, Finding
+from goodfit.doctor.findings import verdict
+from goodfit.doctor.monitor import Monitor
+from goodfit.doctor.rules import THRESHOLDS, Context, curve_findings, gradient_findings, loss_findings
+from goodfit.doctor.monitor import Sample
+
+
+def test_findings_are_checked_and_round_trip_through_json():
+    with pytest.raises(ValueError):
+        Finding("no_such_id", "warning", "x")
+    with pytest.raises(ValueError):
+        Finding("plateau", "fatal", "x")
+    f = Finding("lr_too_high", "warning", "lower it", evidence={"x": 0.123456789, "y": float("inf")},
+                prescription=[{"action": "lower", "recipe_patch": {"optimizer.lr": 0.001}}], epoch=2, step=40)
+    d = Diagnosis(verdict([f]), [f])
+    doc = json.loads(json.dumps(d.to_json()))
+    assert doc["findings"][0]["evidence"] == {"x": 0.123457, "y": "inf"}
+    back = Diagnosis.from_json(doc)
+    assert back.findings[0].id == "lr_too_high" and back.recipe_patch() == {"optimizer.lr": 0.001}
+
+
+def test_verdicts():
+    w = lambda i, s="warning": Finding(i, s, "")  # noqa: E731
+    assert verdict([]) == "good_fit"
+    assert verdict([w("overfitting", "info")]) == "good_fit"
+    assert verdict([w("overfitting")]) == "overfitting"
+    assert verdict([w("underfitting"), w("lr_too_low")]) == "underfitting"
+    assert verdict([w("divergence", "error"), w("overfitting")]) == "failed"
+
+
+def _mlp(act=nn.ReLU):
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(8, 16), act(), nn.Linear(16, 16), act(), nn.Linear(16, 3))
+
+
+def test_monitor_numbers_equal_direct_computation():
+    model = _mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(32, 8), torch.randint(0, 3, (32,))
+    with torch.no_grad():  # kill 4 units of the first ReLU for every input: a large negative bias
+        model[0].bias[:4] = -1e3
+    mon = Monitor(model, every=1, optimizer=opt)
+    mon.arm()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt.zero_grad()
+    nn.functional.cross_entropy(model(x), y).backward()
+    grads = {n: p.grad.norm().item() for n, p in model.named_parameters()}
+    opt.step()
+    s = mon.read(step=1, epoch=1)
+    for layer in ("0", "2", "4"):
+        assert s.grad_norm[layer] == pytest.approx(grads[f"{layer}.weight"], rel=1e-6)
+        w = model.get_submodule(layer).weight
+        assert s.update_ratio[layer] == pytest.approx((w - before[f"{layer}.weight"]).norm().item() / w.norm().item(),
+                                                      rel=1e-5)
+    for layer in ("0", "2", "4"):  # a unit's weight-vector norm: ‖W‖ / √(rows)
+        w = model.get_submodule(layer).weight
+        assert s.weight_scale[layer] == pytest.approx(w.norm().item() / w.shape[0] ** 0.5, rel=1e-5)
+    h = model[1](model[0](x))
+    assert s.dead_fraction["1"] == pytest.approx(((h > 0).sum(0) == 0).float().mean().item())
+    assert s.dead_fraction["1"] >= 4 / 16
+    assert s.stale_grad == pytest.approx(0.0, abs=1e-6) and s.untrained == [] and not s.outputs_are_probabilities
+    assert not mon.armed and not mon._hooks
+
+
+def test_monitor_sees_saturation_a_missing_zero_grad_and_untrained_weights():
+    model = _mlp(nn.Sigmoid)
+    with torch.no_grad():
+        model[0].weight.mul_(100)  # pre-activations of hundreds: the sigmoids sit at 0 or 1
+    opt = torch.optim.SGD(list(model[2].parameters()) + list(model[4].parameters()), lr=0.1)
+    x, y = torch.randn(64, 8), torch.randint(0, 3, (64,))
+    mon = Monitor(model, every=1, optimizer=opt)
+    for step in (1, 2):
+        mon.arm()
+        nn.functional.cross_entropy(model(x), y).backward()  # no zero_grad: gradients pile up
+        opt.step()
+        s = mon.read(step=step, epoch=1)
+    assert s.saturation["1"] > 0.9
+    assert s.stale_grad > 0.1
+    assert s.untrained == ["0 (not in the optimizer)"]
+    # a weight outside the optimizer keeps its .grad forever: it is left out of the gradient ratios
+    assert set(s.grad_norm) == {"2", "4"}
+
+
+def test_vanishing_and_exploding_thresholds():
+    def sample(first, last, total=1.0):
+        return Sample(step=1, epoch=1, grad_norm={"a": first, "b": last}, total_grad_norm=total)
+
+    ctx = Context(num_classes=10, lr=0.1)
+    ids = lambda ss: {f.id for f in gradient_findings(ss, ctx)}  # noqa: E731
+    assert ids([sample(1.0, 1.0)] * 4) == set()
+    assert ids([sample(1e-6, 1.0)] * 4) == {"vanishing_gradients"}
+    assert ids([sample(THRESHOLDS["exploding_ratio"] * 2, 1.0)] * 4) == {"exploding_gradients"}
+    assert ids([sample(1, 1, 1.0)] * 3 + [sample(1, 1, 1e6)]) == {"exploding_gradients"}
+
+
+def _run(tmp_path, *sets, recipe="digits-mlp"):
+    over = {"train.threads": 1, "train.epochs": 6, "train.checkpoint_interval": 1e9}
+    for item in sets:
+        k, v = item.split("=", 1)
+        over[k] = v
+    return goodfit.run(recipe, [f"{k}={v}" for k, v in over.items()], out=tmp_path, progress=False)
+
+
+def test_a_healthy_run_is_a_good_fit_without_warnings(tmp_path):
+    run = _run(tmp_path)
+    assert run.diagnosis.verdict == "good_fit"
+    assert not run.diagnosis.warnings(), [f.to_json() for f in run.diagnosis.warnings()]
+    assert (run.dir / "diagnosis.json").is_file() and (run.dir / "doctor.jsonl").is_file()
+
+
+def test_a_tiny_lr_is_diagnosed_lr_too_low_and_fixed_by_the_patch(tmp_path, cli):
+    run = _run(tmp_path, "optimizer.lr=1e-7")
+    ids = {f.id for f in run.diagnosis.warnings()}
+    assert "lr_too_low" in ids and "plateau" not in ids and "lr_too_high" not in ids
+    finding = next(f for f in run.diagnosis.findings if f.id == "lr_too_low")
+    assert finding.evidence["median_update_ratio"] < THRESHOLDS["update_ratio_low"]
+    assert finding.prescription[0]["recipe_patch"]["optimizer.lr"] == pytest.approx(1e-6)
+    # the CLI re-derives the same findings from the run's files, and --fix writes the patched recipe
+    code, out = cli("doctor", run.dir, "--json")
+    assert code == 0, out
+    assert {f["id"] for f in json.loads(out)["findings"]} == {f.id for f in run.diagnosis.findings}
+    code, out = cli("doctor", run.dir, "--fix")
+    assert code == 0, out
+    fixed = goodfit.load_recipe(run.dir / "recipe.fixed.yaml")
+    assert fixed.optimizer.lr == pytest.approx(1e-6)
+
+
+def test_divergence_stops_at_its_step_with_exit_3_and_is_repaired_in_flight(tmp_path, cli):
+    code, out = cli("train", "digits-mlp", "--set", "train.threads=1", "--set", "optimizer.name=sgd",
+                    "--set", "optimizer.lr=20", "--set", "train.epochs=3", "--out", tmp_path, "-q")
+    assert code == 3, out
+    run_dir = next(p for p in (tmp_path / "digits-mlp").iterdir())
+    diag = json.loads((run_dir / "diagnosis.json").read_text())
+    assert diag["verdict"] == "failed"
+    div = next(f for f in diag["findings"] if f["id"] == "divergence")
+    assert div["step"] <= 20  # within the first epoch (20 steps), not at its end
+    metrics = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert all(m["epoch"] <= 1 for m in metrics if m["kind"] == "epoch")
+    run = _run(tmp_path, "optimizer.name=sgd", "optimizer.lr=20", "doctor.auto_repair=true", "train.epochs=10")
+    assert run.diagnosis.repairs and run.diagnosis.repairs[0]["id"] == "divergence"
+    assert run.diagnosis.verdict == "good_fit" and run.test["accuracy"] > 0.85
+
+
+def test_the_doctor_in_a_hand_written_loop_finds_code_faults():
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x, y = torch.tensor(d.data / 16, dtype=torch.float32), torch.tensor(d.target)
+
+    def train(fault):
+        torch.manual_seed(0)
+        layers = [nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10)] + ([nn.Softmax(dim=1)] if fault == "softmax" else [])
+        model = nn.Sequential(*layers)
+        params = list(model[2].parameters()) if fault == "missing" else list(model.parameters())
+        opt = torch.optim.Adam(params, lr=3e-3)
+        doctor = Doctor(model, opt, num_classes=10, every=10)
+        for _ in range(4):
+            for i in range(0, 1500, 50):
+                if fault != "no_zero_grad":
+                    opt.zero_grad()
+                loss = nn.functional.cross_entropy(model(x[i:i + 50]), y[i:i + 50])
+                loss.backward()
+                opt.step()
+                doctor.step(loss)
+            with torch.no_grad():
+                doctor.epoch(val_loss=nn.functional.cross_entropy(model(x[1500:]), y[1500:]).item())
+        return {f.id for f in doctor.report().warnings()}
+
+    assert train("none") == set()
+    assert "softmax_before_loss" in train("softmax")
+    assert "missing_zero_grad" in train("no_zero_grad")
+    assert "parameters_not_training" in train("missing")
+
+
+def test_exploding_or_vanishing_for_a_stretch_of_the_run_is_reported():
+    def sample(ratio):
+        return Sample(step=1, epoch=1, grad_norm={"a": ratio, "b": 1.0}, total_grad_norm=1.0)
+
+    ctx = Context(num_classes=10, lr=0.1)
+    ids = lambda ss: {f.id for f in gradient_findings(ss, ctx)}  # noqa: E731
+    high, low, calm = THRESHOLDS["exploding_ratio"] * 3, THRESHOLDS["vanishing_ratio"] / 3, 1.0
+    n = int(THRESHOLDS["persistent_samples"])
+    # a chaotic start the optimizer later tamed: n samples are enough, n - 1 are not, in a run of 4n samples
+    assert ids([sample(high)] * n + [sample(calm)] * 3 * n) == {"exploding_gradients"}
+    assert ids([sample(high)] * (n - 1) + [sample(calm)] * (3 * n + 1)) == set()
+    assert ids([sample(low)] * n + [sample(calm)] * 3 * n) == {"vanishing_gradients"}
+    finding = gradient_findings([sample(high)] * n + [sample(calm)] * 3 * n, ctx)[0]
+    assert finding.evidence["first_last_grad_ratio"] == pytest.approx(high) and finding.evidence["share_of_samples"] == 0.25
+
+
+def _dying(dead_later: float, first_update: float, dead_first: float = 0.0) -> list[Sample]:
+    """Samples of a run whose ReLU layer goes from `dead_first` to `dead_later` dead units."""
+    out = [Sample(step=1, epoch=1, update_ratio={"a": first_update}, dead_fraction={"r": dead_first})]
+    out += [Sample(step=25 * i, epoch=i, update_ratio={"a": 0.005}, dead_fraction={"r": dead_later}) for i in (1, 2, 3)]
+    return out
+
+
+def test_units_killed_by_large_steps_mean_the_lr_is_too_high():
+    ctx = Context(num_classes=10, lr=0.1)
+    dead = Finding("dead_units", "warning", "")
+    losses = [2.3 - 2.2 * i / 99 for i in range(100)]  # a loss that ends near a fit: the units' death is the evidence
+    steps = list(range(1, 101))
+
+    def ids(samples):
+        return {f.id for f in loss_findings(losses, steps, samples, ctx, [dead], 4)}
+
+    big, small = 3 * THRESHOLDS["update_ratio_high"], THRESHOLDS["update_ratio_high"] / 3
+    assert ids(_dying(0.9, big)) == {"lr_too_high"}
+    f = loss_findings(losses, steps, _dying(0.9, big), ctx, [dead], 4)[0]
+    assert f.evidence["update_ratio_before_units_died"] == pytest.approx(big)
+    assert f.prescription[0]["recipe_patch"]["optimizer.lr"] == pytest.approx(0.1 / 3, rel=1e-2)
+    assert ids(_dying(0.9, small)) == set()                 # units that died under ordinary steps: not the LR
+    assert ids(_dying(0.9, big, dead_first=0.9)) == set()   # dead from the start: the initialization, not the LR
+
+
+def test_overfitting_needs_a_fitted_training_set_and_a_gap_is_not_one_under_class_imbalance():
+    ctx = Context(num_classes=10)
+    rising = [{"train_loss": 2.0 - 0.1 * i, "val_loss": 1.0 + 0.3 * i} for i in range(6)]  # broken training, val up
+    assert not [f for f in curve_findings(rising, ctx, None) if f.id == "overfitting"]
+    fitted = [{"train_loss": 1.0 / (i + 1), "val_loss": 1.0 + 0.3 * i} for i in range(6)]
+    assert [f.severity for f in curve_findings(fitted, ctx, 6) if f.id == "overfitting"] == ["warning"]
+    gap = [{"train_loss": 1.0 / (i + 1), "val_loss": 1.2} for i in range(6)]  # val flat, far above train
+    assert [f.id for f in curve_findings(gap, ctx, 6)] == ["overfitting"]
+    assert curve_findings(gap, ctx, 6, explained={"class_imbalance"}) == []
+
+
+def test_a_loss_stuck_at_the_zero_saddle_is_a_plateau_repaired_by_reinitializing(tmp_path):
+    tiny = ("model.init=normal(std=0.001)", "optimizer.name=sgd", "optimizer.lr=0.05")
+    run = _run(tmp_path, *tiny)
+    plateau = next(f for f in run.diagnosis.warnings() if f.id == "plateau")
+    assert plateau.evidence["weight_scale"] < THRESHOLDS["tiny_weights"]
+    assert plateau.prescription[0]["recipe_patch"] == {"model.init": "default"}
+    assert run.history[-1]["val_accuracy"] < 0.2
+    fixed = _run(tmp_path, *tiny, "doctor.auto_repair=true", "train.epochs=9")
+    assert [r["id"] for r in fixed.diagnosis.repairs] == ["plateau"]
+    assert "re-initialized" in fixed.diagnosis.repairs[0]["action"]
+    assert max(h["val_accuracy"] for h in fixed.history) > 0.9
