@@ -120,7 +120,7 @@ def test_noise_adds_gaussian_noise_of_the_given_std():
 
 @pytest.mark.parametrize("spec,shape,text", [
     (["hfilp"], (1, 8, 8), "did you mean 'hflip'"),
-    ([{"mixup": 0.2}], (1, 8, 8), "not available yet"),
+    ([{"mixup": 0.2}], (1, 8, 8), "mixes whole batches"),
     (["hflip"], (30,), "needs images"),
     ([{"random_crop": {"pad": 1}}], (1, 8, 8), "unknown option 'pad'"),
     ([{"noise": -1}], (4,), "non-negative"),

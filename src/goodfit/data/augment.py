@@ -15,8 +15,8 @@ from torch import Tensor
 
 from goodfit.errors import UserError
 
-_LATER = {"mixup": "arrives with the regularizers; not available yet",
-          "cutmix": "arrives with the regularizers; not available yet"}
+_LATER = {"mixup": "mixes whole batches: a recipe's data.augment hands it to goodfit.nn.mixup, not to build_augment",
+          "cutmix": "mixes whole batches: a recipe's data.augment hands it to goodfit.nn.mixup, not to build_augment"}
 
 
 def hflip(input_shape: tuple[int, ...]) -> Callable[[Tensor], Tensor]:
@@ -99,7 +99,7 @@ def _parse(item: Any) -> tuple[str, dict]:
 
 def _make(name: str, opts: dict, input_shape: tuple[int, ...]) -> Callable[[Tensor], Tensor]:
     if name in _LATER:
-        raise UserError(f"augment {name} {_LATER[name]}", f"available now: {', '.join(AUGMENTS)}")
+        raise UserError(f"augment {name} {_LATER[name]}", f"per-sample transforms: {', '.join(AUGMENTS)}")
     if name not in AUGMENTS:
         close = difflib.get_close_matches(str(name), list(AUGMENTS) + list(_LATER), n=1)
         hint = f"did you mean '{close[0]}'? " if close else ""

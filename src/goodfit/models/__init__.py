@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import difflib
+import inspect
 from functools import partial
 
 import torch
@@ -9,9 +10,9 @@ from torch import nn
 
 from goodfit.errors import UserError
 from goodfit.models.convnet import ConvNet
-from goodfit.models.init import apply_init
 from goodfit.models.mlp import MLP
 from goodfit.models.resnet import ResNet
+from goodfit.nn import init
 
 MODELS = {
     "mlp": MLP,
@@ -21,17 +22,29 @@ MODELS = {
 }
 
 
-def build_model(cfg, input_shape: tuple[int, ...], num_outputs: int) -> nn.Module:
-    """A registry model from the recipe's `model` section, initialized and checked on a dummy batch."""
+def build_model(cfg, input_shape: tuple[int, ...], num_outputs: int, batch: torch.Tensor | None = None) -> nn.Module:
+    """A registry model from the recipe's `model` section, initialized (`batch`: training inputs, which
+    data-dependent schemes such as lsuv need) and checked on a dummy batch."""
     if cfg.name not in MODELS:
         close = difflib.get_close_matches(cfg.name, list(MODELS), n=1)
         raise UserError(f"model.name: unknown model '{cfg.name}'",
                         f"did you mean '{close[0]}'?" if close else "available: " + ", ".join(MODELS))
     options = cfg.model_dump(exclude={"name", "init"})
+    check_options(cfg, MODELS[cfg.name], options)
     model = MODELS[cfg.name](tuple(input_shape), num_outputs, **options)
-    apply_init(model, cfg.init, cfg.activation)
     check_shapes(model, input_shape, num_outputs, cfg.name)
+    init.apply(model, cfg.init, x=batch)
     return model
+
+
+def check_options(cfg, factory, options: dict) -> None:
+    """A recipe option set away from its default must be one the model takes: never silently ignored."""
+    params = inspect.signature(factory).parameters
+    defaults = type(cfg)()
+    for key, value in options.items():
+        if key not in params and value != getattr(defaults, key, value):
+            raise UserError(f"model.{key}: model '{cfg.name}' has no such option (got {value!r})",
+                            f"remove model.{key}, or choose a model that takes it")
 
 
 def check_shapes(model: nn.Module, input_shape, num_outputs: int, name: str = "model") -> None:

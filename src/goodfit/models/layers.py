@@ -30,8 +30,9 @@ def activation(name: str) -> nn.Module:
 
 
 def _groups(channels: int) -> int:
-    """Largest divisor of `channels` not above 32 (GroupNorm's usual group count, Wu & He 2018)."""
-    return max(g for g in range(1, min(32, channels) + 1) if channels % g == 0)
+    """Largest divisor of `channels` not above 32 (GroupNorm's usual group count, Wu & He 2018) with at least
+    two channels per group, so that a narrow layer's group norm does not collapse into instance norm."""
+    return max((g for g in range(1, min(32, channels // 2) + 1) if channels % g == 0), default=1)
 
 
 def norm(kind: str, features: int, dim: int) -> nn.Module:
