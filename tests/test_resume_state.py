@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 import goodfit
 from goodfit.runner import resume
 from goodfit.engine.callbacks import MetricsLog
+from goodfit.engine.checkpoint import write_state
 
 BASE = ["train.epochs=7", "train.batch_size=64", "train.threads=1", "train.early_stopping.patience=null",
         "train.checkpoint_interval=0", "train.checkpoint_every=9", "model.dropout=0.2", "train.log_every=4",
@@ -97,7 +98,7 @@ def test_checkpoint_without_the_new_states_resumes_from_fresh_ones(tmp_path):
     doc = json.loads(path.read_text())
     assert doc["schedule"]["multiplier"] < 1.0  # the plateau had reduced the LR before the crash
     del doc["schedule"], doc["grad_clip"]  # the format before these states were saved
-    path.write_text(json.dumps(doc))
+    write_state(path.parent, doc)  # re-signed: a hand edit without its checksum would be refused as damaged
     resumed = resume(cut, progress=False)
     assert resumed.history[5]["lr"] == ref.history[1]["lr"]  # epoch 6 restarted at the full LR: fresh plateau
     a, b = _weights(ref.dir, "last"), _weights(cut, "last")

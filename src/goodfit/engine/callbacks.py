@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import torch
 
-from goodfit.engine.checkpoint import rng_state, save_state_dicts
+from goodfit.engine.checkpoint import rng_state, save_state_dicts, write_failed
 
 
 def grad_norm(model: torch.nn.Module) -> float:
@@ -74,13 +74,15 @@ class MetricsLog:
 
 
 class Checkpointer:
-    """Writes checkpoints/last and checkpoints/best, atomically.
+    """Writes checkpoints/last (keeping the one before as checkpoints/prev) and checkpoints/best, atomically.
 
     `last` is written after the first epoch, then at most every `interval` seconds (0: every
     epoch) and always after the final epoch; with `every_steps`, also mid-epoch. Each fsynced
     write costs milliseconds, which would dominate short epochs. `best` is snapshotted in
     memory when `tracker` (early stopping) sees an improvement and written just before the
-    next `last`, so the pair on disk always agrees. A non-finite loss never overwrites either.
+    next `last`, so the pair on disk always agrees (or, after a divergence, at fit end: then
+    `best` is newer than `last`, which resume handles). A non-finite loss or weight never
+    overwrites either: the write is skipped (stopping the run is the divergence guard's job).
     state.json holds, besides the tensors' metadata: fit (FitState), rng, early_stopping,
     metrics_offset, time, schedule and grad_clip (`Trainer.extra_state()`), then `extra()`'s keys.
     """
@@ -93,9 +95,13 @@ class Checkpointer:
         self.pending_best: tuple | None = None
 
     def state(self, trainer, state) -> dict[str, Any]:
+        try:
+            offset = self.log.offset() if self.log else None  # flushes the log: a full disk fails here first
+        except OSError as e:
+            raise write_failed(self.log.path, e) from None
         doc = {"fit": state.to_json(), "rng": rng_state(),
                "early_stopping": self.tracker.state_dict() if self.tracker else None,
-               "metrics_offset": self.log.offset() if self.log else None,
+               "metrics_offset": offset,
                "time": self.log.elapsed() if self.log else None,
                **trainer.extra_state()}  # "schedule" (plateau) and "grad_clip" (AutoClip) states, or None
         if self.extra is not None:
@@ -107,24 +113,38 @@ class Checkpointer:
         return model_sd, copy.deepcopy(trainer.optimizer.state_dict()), self.state(trainer, state)
 
     def flush(self, trainer, state) -> None:
+        self._write_best()
+        if not (finite(trainer.model.state_dict().values()) and finite(state.epoch_losses)):
+            return  # never replace a good `last` by a diverged state
+        save_state_dicts(self.folder / "last", trainer.model.state_dict(), trainer.optimizer.state_dict(),
+                         self.state(trainer, state), previous="prev")
+        self.last_write = time.monotonic()
+
+    def _write_best(self) -> None:
         if self.pending_best is not None:
             save_state_dicts(self.folder / "best", *self.pending_best)
             self.pending_best = None
-        save_state_dicts(self.folder / "last", trainer.model.state_dict(), trainer.optimizer.state_dict(),
-                         self.state(trainer, state))
-        self.last_write = time.monotonic()
 
     def on_step_end(self, trainer, state, loss) -> None:
         if self.every_steps and state.step % self.every_steps == 0 and state.batch_in_epoch < len(trainer.train_loader):
-            if torch.isfinite(loss):
-                self.flush(trainer, state)
+            self.flush(trainer, state)
 
     def on_epoch_end(self, trainer, state, summary) -> None:
         if not math.isfinite(summary["train_loss"]):
             return
-        if self.tracker is not None and self.tracker.improved:
+        if self.tracker is not None and self.tracker.improved and finite(trainer.model.state_dict().values()):
             self.pending_best = self.snapshot(trainer, state)
         final = state.should_stop or state.epoch >= trainer.epochs
         due = self.last_write is None or time.monotonic() - self.last_write >= self.interval
         if final or due:
             self.flush(trainer, state)
+
+    def on_fit_end(self, trainer, state) -> None:
+        # a run stopped by a divergence still delivers the best model it found before
+        self._write_best()
+
+
+def finite(tensors) -> bool:
+    """True when every floating-point value in `tensors` is finite (one host sync)."""
+    flags = [torch.isfinite(t).all() for t in tensors if t.is_floating_point() or t.is_complex()]
+    return bool(torch.stack(flags).all()) if flags else True
