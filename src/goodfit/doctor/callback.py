@@ -60,6 +60,8 @@ class DoctorCallback:
         self._cpu = trainer.device.type == "cpu"
         if self.ctx.steps_per_epoch is None:
             self.ctx.steps_per_epoch = -(-len(trainer.train_loader) // max(1, trainer.accumulate))
+        if self.ctx.weight_decay is None:
+            self.ctx.weight_decay = max((g.get("weight_decay", 0.0) for g in trainer.optimizer.param_groups), default=0.0)
         if self.monitor.due(state.step + 1):
             self.monitor.arm()
         for f in self.preflight:
@@ -111,9 +113,10 @@ class DoctorCallback:
     # ------------------------------------------------------------ judging
     def _inflight(self, epoch: int) -> list[Finding]:
         # after a repair the run is judged on its own evidence; what came before is in first_seen (and repairs)
-        samples = self.samples[self._since:]
-        keep = [i for i, s in enumerate(self.steps) if s > self._since_step]
-        losses, steps = [self.losses[i] for i in keep], [self.steps[i] for i in keep]
+        samples, losses, steps = self.samples[self._since:], self.losses, self.steps
+        if self._since_step:
+            keep = [i for i, s in enumerate(self.steps) if s > self._since_step]
+            losses, steps = [self.losses[i] for i in keep], [self.steps[i] for i in keep]
         structural = (rules.gradient_findings(samples, self.ctx) + rules.activation_findings(samples, self.ctx)
                       + rules.code_findings(samples, self.ctx))
         found = structural + rules.loss_findings(losses, steps, samples, self.ctx, structural, epoch)
@@ -128,7 +131,8 @@ class DoctorCallback:
         """All findings over the whole run, then the verdict. Findings seen during the run but gone by its
         end are kept as `info` (e.g. dead units that recovered)."""
         final = self._inflight(len(history))
-        final += rules.curve_findings(history, self.ctx, best_epoch, {f.id for f in self.preflight})
+        known = {f.id for f in self.preflight} | {f.id for f in final if f.severity != "info"}
+        final += rules.curve_findings(history, self.ctx, best_epoch, known)
         if self.divergence is not None and not self.repairs:
             final.append(self.divergence)
         final = self.preflight + final

@@ -78,6 +78,9 @@ class Monitor:
         owned = {id(p) for g in optimizer.param_groups for p in g["params"]} if optimizer is not None else None
         self.layers = [(n, w) for n, w in weighted_layers(model) if owned is None or id(w) in owned]
         self.activations = [(n, m) for n, m in model.named_modules() if isinstance(m, RELU_LIKE + SATURATING)]
+        self._relu = {n for n, m in self.activations if isinstance(m, RELU_LIKE)}
+        self._weighted = [(name or type(m).__name__, m) for name, m in model.named_modules()
+                          if isinstance(getattr(m, "weight", None), nn.Parameter) and m.weight.ndim >= 2]
         self._hooks: list = []
         self._acts: dict[str, torch.Tensor] = {}
         self._before: dict[str, torch.Tensor] = {}
@@ -140,26 +143,14 @@ class Monitor:
     def read(self, step: int, epoch: int) -> Sample:
         """The sample of the step just taken (the gradients are still in .grad); disarms the hooks."""
         names = [n for n, _ in self.layers]
-        grads = [w.grad.detach().float().norm() if w.grad is not None else torch.zeros((), device=w.device)
-                 for _, w in self.layers]
-        weights = [w.detach().float().norm() for _, w in self.layers]
-        updates = [(w.detach() - self._before[n]).float().norm() if n in self._before else torch.zeros((), device=w.device)
-                   for n, w in self.layers]
-        acts = {n: (1.0 - v.float().mean()) if v.dtype == torch.bool else v for n, v in self._acts.items()}
-        packed = torch.stack([*grads, *weights, *updates, *[v.to(grads[0].device if grads else "cpu") for v in acts.values()]]) \
-            if (grads or acts) else torch.zeros(0)
-        values = packed.double().cpu().tolist()  # the one host transfer of the sample
-        k = len(names)
-        g, w, u, a = values[:k], values[k:2 * k], values[2 * k:3 * k], values[3 * k:]
-        sample = Sample(step=step, epoch=epoch, grad_norm=dict(zip(names, g)), weight_norm=dict(zip(names, w)),
-                        update_ratio={n: (uu / ww if ww > 0 else 0.0) for n, uu, ww in zip(names, u, w)},
-                        # ‖W‖/√(units): torch's default init gives 1/√3, He √2, whatever the fan-in
-                        weight_scale={n: ww / p.shape[0] ** 0.5 for (n, p), ww in zip(self.layers, w)},
-                        total_grad_norm=sum(x * x for x in g) ** 0.5)
-        for (name, value) in zip(acts, a):
-            module = dict(self.activations)[name]
-            (sample.dead_fraction if isinstance(module, RELU_LIKE) else sample.saturation)[name] = value
-        sample.outputs_are_probabilities = self._probs
+        device = self.layers[0][1].device if self.layers else torch.device("cpu")
+        zero = torch.zeros((), device=device)
+        weights = [w.detach().float() for _, w in self.layers]
+        grads = [w.grad.detach().float() if w.grad is not None else zero for _, w in self.layers]
+        deltas = [w - self._before[n].float() if n in self._before else zero for (n, _), w in zip(self.layers, weights)]
+        norms = torch._foreach_norm(grads + weights + deltas) if self.layers else []  # one kernel per list, not per layer
+        acts = [(1.0 - v.float().mean()) if v.dtype == torch.bool else v.float() for v in self._acts.values()]
+        stale = []
         w = self.layers[-1][1] if self.layers else None
         if w is not None and w.grad is not None and self._fresh is not None:
             # the part of .grad not along this step's fresh gradient: 0 when zeroed (clipping and loss
@@ -168,8 +159,21 @@ class Monitor:
             # it, or, when consecutive gradients are parallel, a part along it that makes .grad longer)
             f, g = self._fresh.float().flatten(), w.grad.detach().float().flatten()
             along = (g @ f) / (f @ f).clamp_min(1e-30)
-            resid = g - along * f
-            sample.stale_grad = max(float(resid.norm() / g.norm().clamp_min(1e-30)), float(along) - 1.0, 0.0)
+            stale = [(g - along * f).norm() / g.norm().clamp_min(1e-30), along - 1.0]
+        parts = [*norms, *[a.to(device) for a in acts], *stale]
+        values = torch.stack(parts).double().cpu().tolist() if parts else []  # the one host transfer of the sample
+        k = len(names)
+        g, wn, u, a = values[:k], values[k:2 * k], values[2 * k:3 * k], values[3 * k:3 * k + len(acts)]
+        sample = Sample(step=step, epoch=epoch, grad_norm=dict(zip(names, g)), weight_norm=dict(zip(names, wn)),
+                        update_ratio={n: (uu / ww if ww > 0 else 0.0) for n, uu, ww in zip(names, u, wn)},
+                        # ‖W‖/√(units): torch's default init gives 1/√3, He √2, whatever the fan-in
+                        weight_scale={n: ww / p.shape[0] ** 0.5 for (n, p), ww in zip(self.layers, wn)},
+                        total_grad_norm=sum(x * x for x in g) ** 0.5)
+        for name, value in zip(self._acts, a):
+            (sample.dead_fraction if name in self._relu else sample.saturation)[name] = value
+        if stale:
+            sample.stale_grad = max(values[-2], values[-1], 0.0)
+        sample.outputs_are_probabilities = self._probs
         sample.untrained = self.untrained()
         self.disarm()
         self._before = {}
@@ -179,11 +183,10 @@ class Monitor:
         """Names of weights (2+ dims) that cannot change: requires_grad off, or not in the optimizer."""
         in_opt = {id(p) for g in self.optimizer.param_groups for p in g["params"]} if self.optimizer else None
         out = []
-        for name, module in self.model.named_modules():
-            w = getattr(module, "weight", None)
-            if isinstance(w, nn.Parameter) and w.ndim >= 2:
-                if not w.requires_grad:
-                    out.append(f"{name or type(module).__name__} (frozen)")
-                elif in_opt is not None and id(w) not in in_opt:
-                    out.append(f"{name or type(module).__name__} (not in the optimizer)")
+        for name, module in self._weighted:
+            w = module.weight  # looked up now: a weight may be replaced or frozen during the run
+            if not w.requires_grad:
+                out.append(f"{name} (frozen)")
+            elif in_opt is not None and id(w) not in in_opt:
+                out.append(f"{name} (not in the optimizer)")
         return out

@@ -69,15 +69,20 @@ def diagnose_run(run_dir: str | Path) -> Diagnosis:
         class _State:  # what _record_divergence reads
             epoch, step = (len(history), bad)
         cb._record_divergence(_State)
+    saved_doc = {}
+    if (run_dir / "diagnosis.json").is_file():
+        try:
+            saved_doc = json.loads((run_dir / "diagnosis.json").read_text())
+        except json.JSONDecodeError:
+            saved_doc = {}
+    repairs = saved_doc.get("repairs", []) if isinstance(saved_doc, dict) else []
+    if repairs:  # as in flight: after a repair, the run is judged on the evidence since the repair
+        cb.repairs = list(repairs)
+        last = max(int(r.get("step", 0)) for r in repairs)
+        cb._since = next((i for i, s in enumerate(cb.samples) if s.step > last), len(cb.samples))
+        cb._since_step = last
     best = None
     if ctx.restore_best and history and "val_loss" in history[0]:
         finite = [i for i, h in enumerate(history) if math.isfinite(h["val_loss"])]
         best = 1 + min(finite, key=lambda i: history[i]["val_loss"]) if finite else None
-    saved = run_dir / "diagnosis.json"
-    diagnosis = cb.diagnose(history, best)
-    if saved.is_file():  # repairs happened in flight and are only recorded there
-        try:
-            diagnosis.repairs = json.loads(saved.read_text()).get("repairs", [])
-        except (json.JSONDecodeError, AttributeError):
-            pass
-    return diagnosis
+    return cb.diagnose(history, best)
