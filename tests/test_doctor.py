@@ -247,3 +247,23 @@ def test_a_loss_stuck_at_the_zero_saddle_is_a_plateau_repaired_by_reinitializing
     assert [r["id"] for r in fixed.diagnosis.repairs] == ["plateau"]
     assert "re-initialized" in fixed.diagnosis.repairs[0]["action"]
     assert max(h["val_accuracy"] for h in fixed.history) > 0.9
+
+
+def test_label_smoothing_raises_the_reachable_floor_and_a_penalty_is_not_a_bad_init():
+    ctx = Context(num_classes=10, label_smoothing=0.2)
+    # the floor is the entropy of the smoothed target: check against a direct computation
+    q = torch.full((10,), 0.02, dtype=torch.float64)
+    q[0] = 0.82
+    assert ctx.floor_loss() == pytest.approx(float(-(q * q.log()).sum()), rel=1e-9)
+    assert Context(num_classes=10).floor_loss() == 0.0
+    assert ctx.fit_bar(0.3) == pytest.approx(ctx.floor_loss() + 0.3 * (math.log(10) - ctx.floor_loss()))
+    from goodfit.doctor.rules import initial_loss_finding
+
+    assert initial_loss_finding(10.0, Context(num_classes=10)) is not None
+    assert initial_loss_finding(10.0, Context(num_classes=10, penalized=True)) is None
+
+
+def test_a_smoothed_healthy_run_is_not_underfitting(tmp_path):
+    run = _run(tmp_path, "loss.label_smoothing=0.2", "train.epochs=10")
+    assert run.test["accuracy"] > 0.9
+    assert "underfitting" not in {f.id for f in run.diagnosis.warnings()}, [f.to_json() for f in run.diagnosis.warnings()]

@@ -61,6 +61,25 @@ class Context:
     restore_best: bool = True
     grad_clip: bool = False
     weight_decay: float | None = None  # the optimizer's (largest group's), read when the fit starts
+    label_smoothing: float = 0.0       # raises the lowest reachable cross-entropy above 0
+    penalized: bool = False            # the logged loss includes an L1/L2 weight penalty
+
+    def floor_loss(self) -> float:
+        """The lowest reachable loss: 0, or with label smoothing ε the entropy of the smoothed target,
+        H = −(1−ε+ε/K)·ln(1−ε+ε/K) − (K−1)·(ε/K)·ln(ε/K)."""
+        eps, k = self.label_smoothing, self.num_classes
+        if not eps or self.task != "classification" or not k:
+            return 0.0
+        hit, miss = 1 - eps + eps / k, eps / k
+        return -hit * math.log(hit) - (k - 1) * miss * math.log(miss)
+
+    def fit_bar(self, fraction: float) -> float | None:
+        """A loss this far (as a fraction) from the reachable floor up to the chance level: above it, not fitted."""
+        chance = self.chance_loss()
+        if chance is None:
+            return None
+        floor = self.floor_loss()
+        return floor + fraction * (chance - floor)
 
     def chance_loss(self) -> float | None:
         """The loss of a constant, uninformed prediction: ln K (classification), ln 2 (binary),
@@ -259,7 +278,7 @@ def loss_findings(losses: list[float], steps: list[int], samples: list[Sample], 
     t = THRESHOLDS
     chance = ctx.chance_loss()
     upd = _median(_median(s.update_ratio.values()) for s in _recent(samples)) if samples else float("nan")
-    far = chance is None or not math.isfinite(f["end"]) or f["end"] > t["far_from_fit"] * chance
+    far = chance is None or not math.isfinite(f["end"]) or f["end"] > ctx.fit_bar(t["far_from_fit"])
     explained = {x.id for x in structural} & {"dead_units", "saturated_activations", "vanishing_gradients",
                                               "exploding_gradients", "softmax_before_loss", "missing_zero_grad",
                                               "parameters_not_training"}
@@ -325,6 +344,8 @@ def loss_findings(losses: list[float], steps: list[int], samples: list[Sample], 
 
 def initial_loss_finding(first_loss: float, ctx: Context) -> Finding | None:
     chance = ctx.chance_loss()
+    if ctx.penalized:  # the first logged loss includes the weight penalty: it says nothing about the outputs
+        return None
     if chance is None or not math.isfinite(first_loss) or first_loss <= THRESHOLDS["initial_loss_factor"] * chance:
         return None
     return Finding("bad_initial_loss", "warning", epoch=0, step=1,
@@ -365,7 +386,7 @@ def curve_findings(history: list[dict[str, Any]], ctx: Context, best_epoch: int 
     out = []
     decay = {"action": "weight decay that acts within the run (lr x wd x steps ~ 1)", "recipe_patch": ctx.decay_patch(len(rows))}
     train_fell = train[-1] < train[onset]
-    fits = chance is not None and train[-1] < t["far_from_fit"] * chance  # else a rising val loss is broken training
+    fits = chance is not None and train[-1] < ctx.fit_bar(t["far_from_fit"])  # else a rising val loss is broken training
     if rise > t["overfit_rise"] and train_fell and fits and onset < len(val) - 1:
         delivered_rise = (val[delivered] - val[onset]) / max(val[onset], 1e-12)
         severity = "warning" if delivered_rise > t["overfit_rise"] or gap > t["overfit_gap"] else "info"
@@ -389,7 +410,8 @@ def curve_findings(history: list[dict[str, Any]], ctx: Context, best_epoch: int 
             prescription=[decay,
                           {"action": "dropout", "recipe_patch": {"model.dropout": 0.3}}]))
     cause = sorted(TRAINING_FAULTS & set(explained))
-    bar = (t["far_with_cause"] if cause else t["far_from_fit"]) * chance
+    bar = ctx.fit_bar(t["far_with_cause"] if cause else t["far_from_fit"]) if ctx.chance_loss() else \
+        (t["far_with_cause"] if cause else t["far_from_fit"]) * chance
     if train[delivered] > bar and val[delivered] > bar:
         out.append(Finding(
             "underfitting", "warning", epoch=delivered + 1,

@@ -11,7 +11,9 @@ def doctor_for(recipe, data, model) -> DoctorCallback:
     ctx = Context(task=recipe.task, num_classes=data.num_classes, lr=recipe.optimizer.lr,
                   batch_size=recipe.train.batch_size * recipe.train.accumulate,
                   restore_best=recipe.train.early_stopping.restore_best,
-                  grad_clip=recipe.train.grad_clip is not None)
+                  grad_clip=recipe.train.grad_clip is not None,
+                  label_smoothing=recipe.loss.label_smoothing,
+                  penalized=bool(recipe.regularization.l1 or recipe.regularization.l2))
     found = data_findings(data, recipe.task)
     found += [f for f in (small_batch_batchnorm(model, recipe.train.batch_size),) if f is not None]
     return DoctorCallback(ctx, every=recipe.doctor.every, auto_repair=recipe.doctor.auto_repair, preflight=found)
