@@ -99,8 +99,10 @@ class LabResult:
         return self.error is None and bool(self.ctx.checks) and all(ok for _, ok, _ in self.ctx.checks)
 
 
-def best_val_loss(recipe, overrides: dict, out: Path) -> float:
-    """Train a recipe with goodfit.run; its lowest validation loss, or inf if it diverged (grid sweeps)."""
+def best_val_loss(recipe, overrides: dict, out: Path, at: str = "best") -> float:
+    """Train a recipe with goodfit.run; its lowest (`at="best"`) or last (`at="final"`) validation loss,
+    inf if it diverged. Grid sweeps over LRs should compare final losses: the lowest of many noisy
+    epochs favours whichever LR has the noisiest curve."""
     import math
 
     from goodfit.errors import TrainingFailed
@@ -110,6 +112,9 @@ def best_val_loss(recipe, overrides: dict, out: Path) -> float:
         history = run(recipe, overrides, out=out, progress=False).history
     except TrainingFailed:
         return math.inf
+    if at == "final":
+        last = history[-1]["val_loss"] if history else math.inf
+        return last if math.isfinite(last) else math.inf
     return min((h["val_loss"] for h in history if math.isfinite(h["val_loss"])), default=math.inf)
 
 

@@ -78,15 +78,15 @@ def run(ctx: LabContext) -> None:
     # 4. check it against a grid sweep at that batch size, the same epochs budget
     lrs = [10 ** (e / 2) for e in range(-8, 1)]  # 1e-4 ... 1: 9 LRs over 4 decades
     grid = {g: statistics.fmean(best_val_loss(recipe, {**base, "seed": s, "train.batch_size": batch, "optimizer.lr": g},
-                                           ctx.out / "runs") for s in seeds) for g in lrs}
+                                           ctx.out / "runs", at="final") for s in seeds) for g in lrs}
     best = min(grid, key=grid.get)
     ratio = lr / best
-    ctx.table(f"grid at batch {batch}, {epochs} epochs: best validation loss", ["lr", "val loss"],
+    ctx.table(f"grid at batch {batch}, {epochs} epochs: final validation loss", ["lr", "val loss"],
               [[f"{g:.3g}", v] for g, v in grid.items()])
     ctx.measure("grid-best LR", best)
     ctx.measure("config LR / grid-best", ratio)
     ctx.check(1 / 3 <= ratio <= 3, "the config's LR lies within 3x of the grid sweep's best LR", f"ratio {ratio:.2f}")
-    config_loss = best_val_loss(recipe, {**base, **config}, ctx.out / "runs")
+    config_loss = best_val_loss(recipe, {**base, **config}, ctx.out / "runs", at="final")
     ctx.measure("val loss with the config (seed 0)", config_loss)
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
@@ -99,7 +99,7 @@ def run(ctx: LabContext) -> None:
     b.axvspan(best / 3, best * 3, color="C2", alpha=0.1, label="within 3x of the grid best")
     b.set_xscale("log")
     b.set_yscale("log")
-    b.set(xlabel="learning rate", ylabel="best validation loss", title="the config against a grid sweep")
+    b.set(xlabel="learning rate", ylabel="final validation loss", title="the config against a grid sweep")
     b.legend(fontsize=8)
     ctx.figure(fig, "config_check")
 
