@@ -2,7 +2,8 @@
 stops the run (TrainingFailed: exit 3) with a `divergence` finding at step K, and the checkpoints hold only
 finite weights: `best` intact, `last` from before step K. Without the doctor, the engine's divergence guard
 detects it at the next logging step (latency <= train.log_every steps, no per-step host sync); with the
-doctor (the default) it is caught at step K itself on CPU. Auto-repair is the doctor's (not tested here)."""
+doctor (the default) it is caught at step K itself on CPU. With doctor.auto_repair the run rolls back to the
+last healthy state, lowers the LR and finishes."""
 import json
 
 import pytest
@@ -79,3 +80,15 @@ def test_the_guard_reports_the_exact_step_with_gradient_accumulation(tmp_path):
         goodfit.run(h.RECIPE, overrides, out=tmp_path, progress=False, callbacks=[Poison(2 * AT, "nan_batch")])
     diagnosis = json.loads((h.only_run(tmp_path) / "diagnosis.json").read_text())
     assert diagnosis["findings"][0]["step"] == AT  # micro-batch 2K belongs to optimizer step K
+
+
+@pytest.mark.parametrize("what", ["nan_batch", "inf_loss"])
+def test_with_auto_repair_the_run_rolls_back_and_continues(tmp_path, what):
+    overrides = [*h.OVERRIDES, f"train.log_every={LOG_EVERY}", "doctor.auto_repair=true", "doctor.every=1"]
+    run = goodfit.run(h.RECIPE, overrides, out=tmp_path, progress=False, callbacks=[Poison(AT, what)])
+    (repair,) = [r for r in run.diagnosis.repairs if r["id"] == "divergence"]
+    assert repair["step"] == AT and "rolled back" in repair["action"]
+    assert run.state.stop_reason != "diverged" and run.test is not None
+    assert all(torch.isfinite(torch.tensor(h_["train_loss"])) for h_ in run.history)
+    assert _finite(read_checkpoint(run.dir / "checkpoints" / "last")[0])
+    assert "divergence" not in {f.id for f in run.diagnosis.findings if f.severity == "error"}
