@@ -41,6 +41,7 @@ THRESHOLDS: dict[str, float] = {
     "initial_loss_factor": 2.0,   # first loss above this multiple of the chance-level loss: bad init
     "plateau_epochs": 3,          # epochs without relative improvement of...
     "plateau_change": 0.01,       # ... this much in the training loss
+    "improving": 0.05,            # the training loss fell this much (relative) over the run's last fifth: still improving
     "far_from_fit": 0.3,          # train loss above this fraction of the chance-level loss: not fitted yet
     "far_with_cause": 0.1,        # ... or above this fraction when a training fault was found (its effect, confirmed)
     "overfit_rise": 0.1,          # val loss this far above its minimum (relative) in the delivered model
@@ -63,6 +64,7 @@ class Context:
     weight_decay: float | None = None  # the optimizer's (largest group's), read when the fit starts
     label_smoothing: float = 0.0       # raises the lowest reachable cross-entropy above 0
     penalized: bool = False            # the logged loss includes an L1/L2 weight penalty
+    width: int | None = None           # the recipe model's width (sizes the "wider model" prescription)
 
     def floor_loss(self) -> float:
         """The lowest reachable loss: 0, or with label smoothing ε the entropy of the smoothed target,
@@ -413,6 +415,11 @@ def curve_findings(history: list[dict[str, Any]], ctx: Context, best_epoch: int 
     bar = ctx.fit_bar(t["far_with_cause"] if cause else t["far_from_fit"]) if ctx.chance_loss() else \
         (t["far_with_cause"] if cause else t["far_from_fit"]) * chance
     if train[delivered] > bar and val[delivered] > bar:
+        # still improving over the last fifth of the run: more time helps; stalled: more capacity does
+        tail = max(2, len(rows) // 5)
+        improving = len(rows) > tail and train[-1] < (1 - t["improving"]) * train[-tail]
+        longer = {"action": "train longer", "recipe_patch": {"train.epochs": 2 * len(rows)}}
+        wider = {"action": "a wider model", "recipe_patch": {"model.width": 4 * ctx.width if ctx.width else 256}}
         out.append(Finding(
             "underfitting", "warning", epoch=delivered + 1,
             evidence={"train_loss": train[delivered], "val_loss": val[delivered], "chance_loss": chance},
@@ -420,9 +427,10 @@ def curve_findings(history: list[dict[str, Any]], ctx: Context, best_epoch: int 
                                       + (f" (with {', '.join(cause)})" if cause else "")},
             message=f"Training and validation loss both stay high ({train[delivered]:.3g} / {val[delivered]:.3g}, chance "
                     f"level {chance:.3g}): the model does not fit the data. "
-                    + (f"Fix {' and '.join(cause)} first." if cause else "Train longer, raise capacity or the LR."),
-            prescription=[{"action": "train longer", "recipe_patch": {"train.epochs": 2 * len(rows)}},
-                          {"action": "a wider model", "recipe_patch": {"model.width": 256}}]))
+                    + (f"Fix {' and '.join(cause)} first." if cause else
+                       "It was still improving at the end: train longer." if improving else
+                       "It had stopped improving: more capacity, or a higher LR."),
+            prescription=[longer, wider] if improving else [wider, longer]))
     return out
 
 

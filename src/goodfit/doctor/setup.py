@@ -13,7 +13,7 @@ def doctor_for(recipe, data, model) -> DoctorCallback:
                   restore_best=recipe.train.early_stopping.restore_best,
                   grad_clip=recipe.train.grad_clip is not None,
                   label_smoothing=recipe.loss.label_smoothing,
-                  penalized=bool(recipe.regularization.l1 or recipe.regularization.l2))
+                  penalized=bool(recipe.regularization.l1 or recipe.regularization.l2), width=recipe.model.width)
     found = data_findings(data, recipe.task)
     found += [f for f in (small_batch_batchnorm(model, recipe.train.batch_size),) if f is not None]
     return DoctorCallback(ctx, every=recipe.doctor.every, auto_repair=recipe.doctor.auto_repair, preflight=found)
