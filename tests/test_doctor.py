@@ -267,3 +267,25 @@ def test_a_smoothed_healthy_run_is_not_underfitting(tmp_path):
     run = _run(tmp_path, "loss.label_smoothing=0.2", "train.epochs=10")
     assert run.test["accuracy"] > 0.9
     assert "underfitting" not in {f.id for f in run.diagnosis.warnings()}, [f.to_json() for f in run.diagnosis.warnings()]
+
+
+def test_goodfit_doctor_on_bad_run_directories_exits_2(cli, tmp_path):
+    code, out = cli("doctor", tmp_path / "nowhere")
+    assert code == 2 and "not a goodfit run directory" in out and "Traceback" not in out
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "recipe.yaml").write_text("name: x\n")
+    code, out = cli("doctor", run)
+    assert code == 2 and "no doctor.jsonl" in out and "Traceback" not in out
+    (run / "doctor.jsonl").write_text('{"kind": "context"}\nnot json\n')
+    code, out = cli("doctor", run)
+    assert code == 2 and "not valid JSON" in out and "Traceback" not in out
+    (run / "doctor.jsonl").write_text("[1, 2]\n")
+    code, out = cli("doctor", run)
+    assert code == 2 and "not a JSON object" in out and "Traceback" not in out
+    (run / "doctor.jsonl").write_text('{"kind": "loss"}\n')
+    code, out = cli("doctor", run)
+    assert code == 2 and "damaged" in out and "Traceback" not in out
+    (run / "doctor.jsonl").write_text('{"kind": "preflight", "id": "no_such_finding"}\n')
+    code, out = cli("doctor", run)
+    assert code == 2 and "damaged" in out and "Traceback" not in out

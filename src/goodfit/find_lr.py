@@ -6,13 +6,10 @@ For plain PyTorch objects use `goodfit.optim.lr_finder.lr_range_test` directly.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 from goodfit.errors import UserError
 from goodfit.optim.lr_finder import DEFAULT_RULE, RULES, LRFinderResult, lr_range_test
-from goodfit.recipe import Recipe, apply_overrides, load_recipe, resolve_source, validate
+from goodfit.recipe import Recipe, load_recipe, write_patched_recipe
 
 
 def lr_find(recipe: str | Path | dict | Recipe | None = None, overrides: list[str] | dict | None = None, *,
@@ -49,14 +46,5 @@ def lr_find(recipe: str | Path | dict | Recipe | None = None, overrides: list[st
 
 def apply_lr(recipe: str | Path | None, overrides: list[str] | dict | None, lr: float, path: str | Path) -> Path:
     """Write the recipe document (with its --set overrides) with optimizer.lr = lr to `path`."""
-    doc: dict[str, Any] = apply_overrides(resolve_source(recipe), overrides or [])
-    optimizer = doc.get("optimizer") or {}
-    doc["optimizer"] = {**optimizer, "lr": float(f"{lr:.3g}")}
-    validate(doc, origin=str(path))
-    path = Path(path)
-    try:
-        path.write_text(f"# optimizer.lr set by `goodfit lr-find` (LR range test suggestion)\n"
-                        + yaml.safe_dump(doc, sort_keys=False))
-    except OSError as e:
-        raise UserError(f"cannot write {path}: {e.strerror}") from None
-    return path
+    return write_patched_recipe(recipe, overrides, {"optimizer.lr": float(f"{lr:.3g}")}, path,
+                                "optimizer.lr set by `goodfit lr-find` (LR range test suggestion)")

@@ -382,3 +382,18 @@ def load_recipe(recipe: str | Path | dict | Recipe | None = None, overrides: lis
     if overrides:
         doc = apply_overrides(doc, overrides)
     return validate(doc)
+
+
+def write_patched_recipe(recipe: str | Path | None, overrides: list[str] | dict | None, patch: dict[str, Any],
+                         path: str | Path, note: str) -> Path:
+    """Write the recipe's own document (built-in name or YAML path), with its `--set` overrides and then
+    `patch` (more `--set` overrides) applied, to `path` under a one-line comment; validated first.
+    What lr-find --apply, batch-size --apply and doctor --fix write."""
+    doc = apply_overrides(apply_overrides(resolve_source(recipe), overrides or []), patch)
+    path = Path(path)
+    validate(doc, origin=str(path))
+    try:
+        path.write_text(f"# {note}\n" + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror}") from None
+    return path

@@ -4,9 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from goodfit.recipe import apply_overrides, resolve_source, validate
+from goodfit.recipe import write_patched_recipe
 
 
 def write_fixed_recipe(run_dir: str | Path, diagnosis, output: str | Path | None = None) -> tuple[Path, dict[str, Any]]:
@@ -17,8 +15,7 @@ def write_fixed_recipe(run_dir: str | Path, diagnosis, output: str | Path | None
     target = Path(output) if output is not None else run_dir / "recipe.fixed.yaml"
     if not patch:
         return target, patch
-    doc = apply_overrides(resolve_source(run_dir / "recipe.yaml"), patch)
-    validate(doc, origin=str(target))
-    target.write_text("# recipe.yaml with the doctor's prescriptions applied: "
-                      + ", ".join(f"{k}={v}" for k, v in patch.items()) + "\n" + yaml.safe_dump(doc, sort_keys=False))
+    write_patched_recipe(run_dir / "recipe.yaml", None, patch, target,
+                         "recipe.yaml with the doctor's prescriptions applied: "
+                         + ", ".join(f"{k}={v}" for k, v in patch.items()))
     return target, patch

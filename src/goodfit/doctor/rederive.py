@@ -50,19 +50,26 @@ def diagnose_run(run_dir: str | Path) -> Diagnosis:
         raise UserError(f"{run_dir} has no doctor.jsonl: the doctor did not watch this run",
                         "train with doctor.enabled=true (the default)")
     events = _lines(doctor_log)
-    context = next((e for e in events if e.get("kind") == "context"), {})
-    fields = Context.__dataclass_fields__
-    ctx = Context(**{k: v for k, v in context.items() if k in fields})
-    cb = DoctorCallback(ctx, preflight=[Finding.from_json(e) for e in events if e.get("kind") == "preflight"])
-    for e in events:
-        if e.get("kind") == "loss":
-            cb.steps.append(e["step"])
-            cb.losses.append(float(e["loss"]))
-        elif e.get("kind") == "sample":
-            cb.samples.append(Sample.from_json(e))
+    try:
+        context = next((e for e in events if e.get("kind") == "context"), {})
+        fields = Context.__dataclass_fields__
+        ctx = Context(**{k: v for k, v in context.items() if k in fields})
+        cb = DoctorCallback(ctx, preflight=[Finding.from_json(e) for e in events if e.get("kind") == "preflight"])
+        for e in events:
+            if e.get("kind") == "loss":
+                cb.steps.append(int(e["step"]))
+                cb.losses.append(float(e["loss"]))
+            elif e.get("kind") == "sample":
+                cb.samples.append(Sample.from_json(e))
+    except (KeyError, TypeError, ValueError) as err:
+        raise UserError(f"{doctor_log} is damaged ({type(err).__name__}: {err})",
+                        "the run's other files are fine; re-run training to rebuild it") from None
     for f in cb.preflight:
         cb.first_seen.setdefault(f.id, (0, 0))
-    history = history_from_metrics(metrics) if metrics.is_file() else []
+    try:
+        history = history_from_metrics(metrics) if metrics.is_file() else []
+    except (KeyError, TypeError, ValueError) as err:
+        raise UserError(f"{metrics} is damaged ({type(err).__name__}: {err})") from None
     if any(not math.isfinite(v) for v in cb.losses) or any(not math.isfinite(h["train_loss"]) for h in history):
         bad = next((s for s, v in zip(cb.steps, cb.losses) if not math.isfinite(v)), None)
 

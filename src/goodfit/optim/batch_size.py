@@ -416,19 +416,10 @@ class Recommendation:
 
 def apply_recommendation(recipe, overrides, rec: Recommendation, path) -> Path:
     """Write the recipe document (with its --set overrides) with the recommended batch size and LR to `path`."""
-    import yaml
+    from goodfit.recipe import write_patched_recipe
 
-    from goodfit.recipe import apply_overrides, resolve_source, validate
-
-    doc = apply_overrides(apply_overrides(resolve_source(recipe), overrides or []), rec.recipe_patch)
-    validate(doc, origin=str(path))
-    path = Path(path)
-    try:
-        path.write_text(f"# train.batch_size and optimizer.lr set by `goodfit batch-size` ({rec.reason})\n"
-                        + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
-    except OSError as e:
-        raise UserError(f"cannot write {path}: {e.strerror}") from None
-    return path
+    return write_patched_recipe(recipe, overrides, rec.recipe_patch, path,
+                                f"train.batch_size and optimizer.lr set by `goodfit batch-size` ({rec.reason})")
 
 
 @contextlib.contextmanager
