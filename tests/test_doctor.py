@@ -131,6 +131,9 @@ def test_a_tiny_lr_is_diagnosed_lr_too_low_and_fixed_by_the_patch(tmp_path, cli)
     code, out = cli("doctor", run.dir, "--json")
     assert code == 0, out
     assert {f["id"] for f in json.loads(out)["findings"]} == {f.id for f in run.diagnosis.findings}
+    # ... with the same step and epoch of first detection: both replay the epoch ends on the evidence up to each
+    assert sorted((f["id"], f["step"], f["epoch"]) for f in json.loads(out)["findings"]) == sorted(
+        (f.id, f.step, f.epoch) for f in run.diagnosis.findings)
     code, out = cli("doctor", run.dir, "--fix")
     assert code == 0, out
     fixed = goodfit.load_recipe(run.dir / "recipe.fixed.yaml")
@@ -149,7 +152,9 @@ def test_divergence_stops_at_its_step_with_exit_3_and_is_repaired_in_flight(tmp_
     metrics = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert all(m["epoch"] <= 1 for m in metrics if m["kind"] == "epoch")
     run = _run(tmp_path, "optimizer.name=sgd", "optimizer.lr=20", "doctor.auto_repair=true", "train.epochs=10")
-    assert run.diagnosis.repairs and run.diagnosis.repairs[0]["id"] == "divergence"
+    # rolled back with a lower LR: at the overflow, or before it when a sample already saw the oversized steps
+    assert run.diagnosis.repairs and run.diagnosis.repairs[0]["id"] in ("divergence", "lr_too_high")
+    assert all("lowered the LR 10x" in r["action"] for r in run.diagnosis.repairs)
     assert run.diagnosis.verdict == "good_fit" and run.test["accuracy"] > 0.85
 
 
@@ -245,8 +250,50 @@ def test_a_loss_stuck_at_the_zero_saddle_is_a_plateau_repaired_by_reinitializing
     assert run.history[-1]["val_accuracy"] < 0.2
     fixed = _run(tmp_path, *tiny, "doctor.auto_repair=true", "train.epochs=9")
     assert [r["id"] for r in fixed.diagnosis.repairs] == ["plateau"]
-    assert "re-initialized" in fixed.diagnosis.repairs[0]["action"]
+    # at the saddle no LR change helps: re-initialized (He, matched to the ReLUs) at the first epoch end, not after
+    # plateau_epochs flat epochs
+    assert "re-initialized the weights (he init)" in fixed.diagnosis.repairs[0]["action"]
+    assert fixed.diagnosis.repairs[0]["epoch"] == 1
     assert max(h["val_accuracy"] for h in fixed.history) > 0.9
+
+
+def test_gradients_exploding_from_the_initialization_are_repaired_by_a_matched_reinitialization(tmp_path):
+    chaotic = ("model.depth=12", "model.width=128", "model.activation=tanh", "model.norm=none",
+               "model.init=normal(std=0.35)")
+    run = _run(tmp_path, *chaotic)
+    assert "exploding_gradients" in {f.id for f in run.diagnosis.warnings()}
+    assert max(h["val_accuracy"] for h in run.history) < 0.5
+    fixed = _run(tmp_path, *chaotic, "doctor.auto_repair=true")
+    assert [r["id"] for r in fixed.diagnosis.repairs] == ["exploding_gradients"]
+    assert fixed.diagnosis.repairs[0]["step"] == 1  # seen on the first sample: the initialization's fault
+    assert "xavier init" in fixed.diagnosis.repairs[0]["action"]  # Glorot's init, matched to tanh
+    assert max(h["val_accuracy"] for h in fixed.history) > 0.85
+
+
+def test_matched_initialization_follows_the_activation():
+    from goodfit.nn.init import matched
+
+    assert matched(_mlp(nn.ReLU)) == "he" and matched(_mlp(nn.Tanh)) == "xavier" and matched(_mlp(nn.Sigmoid)) == "xavier"
+    assert matched(nn.Sequential(nn.Linear(3, 3), nn.LeakyReLU())) == "he"
+    assert matched(nn.Sequential(nn.Linear(3, 3))) == "default"
+
+
+def test_the_loss_ema_equals_its_recursion():
+    from goodfit.doctor.rules import _ema
+
+    x = torch.randn(500, generator=torch.Generator().manual_seed(0)).tolist()
+    for alpha in (0.01, 0.1, 0.3):
+        m, want = None, []
+        for v in x:
+            m = v if m is None else (1 - alpha) * m + alpha * v
+            want.append(m)
+        assert _ema(x, alpha).tolist() == pytest.approx(want, rel=1e-12, abs=1e-12)
+    assert len(_ema([], 0.1)) == 0
+
+
+def test_sampling_is_dense_early_then_every_k_steps():
+    mon = Monitor(_mlp(), every=50)
+    assert [s for s in range(1, 301) if mon.due(s)] == [1, 5, 10, 25, 50, 100, 150, 200, 250, 300]
 
 
 def test_label_smoothing_raises_the_reachable_floor_and_a_penalty_is_not_a_bad_init():

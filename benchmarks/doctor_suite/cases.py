@@ -35,6 +35,7 @@ class Case:
     overrides: dict = field(default_factory=dict)
     loop: str | None = None      # the hand-written loop's fault ("none": a correct loop)
     data: str | None = None      # a data file to write first and train on (data.source): "duplicates"
+    undo: dict | None = None     # repairable faults: the overrides that undo the fault (None: the recipe's value)
 
     @property
     def name(self) -> str:
@@ -63,10 +64,11 @@ def _healthy(variant: str):
     return register
 
 
-def _run(key: str, label: str, dataset: str, seed: int, how: str, recipe: str | None = None, **overrides) -> Case:
+def _run(key: str, label: str, dataset: str, seed: int, how: str, recipe: str | None = None, undo: dict | None = None,
+         **overrides) -> Case:
     """A goodfit.run case on the dataset's base recipe (or `recipe`) with overrides on top of its budget."""
     base, budget = BASE[dataset]
-    return Case(key, label, dataset, seed, how, recipe or base, {**budget, **overrides})
+    return Case(key, label, dataset, seed, how, recipe or base, {**budget, **overrides}, undo=undo)
 
 
 def _by(dataset: str, digits, mnist1d):
@@ -79,7 +81,7 @@ def _by(dataset: str, digits, mnist1d):
 def lr_too_high(dataset, seed):
     lr = _by(dataset, 0.1, 1.0)  # batch norm (mnist1d-cnn) tolerates much more
     return _run("lr_too_high", "lr_too_high", dataset, seed, f"AdamW lr {lr} ({lr / 0.003:.0f}x the recipe's)",
-                **{"optimizer.lr": lr})
+                undo={"optimizer.lr": None}, **{"optimizer.lr": lr})
 
 
 @_fault("lr_too_low")
@@ -90,6 +92,7 @@ def lr_too_low(dataset, seed):
 @_fault("divergence")
 def divergence(dataset, seed):
     return _run("divergence", "divergence", dataset, seed, "SGD lr 20, no normalization: the loss overflows within an epoch",
+                undo={"optimizer.lr": 0.05},  # the SGD LR of the healthy:sgd controls
                 **{"optimizer.name": "sgd", "optimizer.lr": 20.0, "model.norm": "none"})
 
 
@@ -97,7 +100,7 @@ def divergence(dataset, seed):
 def plateau(dataset, seed):
     return _run("plateau", "plateau", dataset, seed,
                 "MLP with init normal(std=1e-3) and SGD: the loss sits at the saddle around zero",
-                recipe="digits-mlp" if dataset == "digits" else None,
+                recipe="digits-mlp" if dataset == "digits" else None, undo={"model.init": "he"},
                 **{"model.name": "mlp", "model.depth": 2, "model.width": 128, "model.norm": "none",
                    "model.init": "normal(std=0.001)", "optimizer.name": "sgd", "optimizer.lr": 0.05,
                    **({} if dataset == "digits" else {"model.kernel_size": 3})})
@@ -107,11 +110,12 @@ def plateau(dataset, seed):
 
 @_fault("exploding_gradients")
 def exploding_gradients(dataset, seed):
+    # deep enough to explode, shallow enough that the same net with a matched init trains (its healthy twin)
     return _run("exploding_gradients", "exploding_gradients", dataset, seed,
-                "32-layer tanh MLP, init normal(std=0.2): the chaotic regime, gradients grow toward the input",
-                recipe="digits-mlp" if dataset == "digits" else None,
-                **{"model.name": "mlp", "model.depth": 32, "model.width": 128, "model.activation": "tanh",
-                   "model.norm": "none", "model.init": "normal(std=0.2)",
+                "12-layer tanh MLP, init normal(std=0.35): the chaotic regime, gradients grow toward the input",
+                recipe="digits-mlp" if dataset == "digits" else None, undo={"model.init": "xavier"},
+                **{"model.name": "mlp", "model.depth": 12, "model.width": 128, "model.activation": "tanh",
+                   "model.norm": "none", "model.init": "normal(std=0.35)",
                    **({} if dataset == "digits" else {"model.kernel_size": 3})})
 
 
@@ -270,5 +274,15 @@ def suite(seeds, datasets=DATASETS, keys=None) -> list[Case]:
 
 
 def healthy_reference(dataset: str, seed: int) -> Case:
-    """The run a repaired run is judged against: the dataset's base recipe, same seed and budget."""
+    """The dataset's base recipe, same seed and budget: the first yardstick of a repair (a different model for
+    the faults that change the architecture)."""
     return HEALTHY["healthy:default"](dataset, seed)
+
+
+def healthy_twin(case: Case) -> Case:
+    """The same run without its fault (`case.undo` on top of its overrides; None: the recipe's own value), same
+    seed and budget: the yardstick of a repair, which fixes the fault but cannot change the model."""
+    overrides = {k: v for k, v in {**case.overrides, **case.undo}.items() if v is not None}
+    undone = ", ".join(f"{k}={'recipe default' if v is None else v}" for k, v in case.undo.items())
+    return Case(case.key + ":twin", "healthy", case.dataset, case.seed, f"{case.how}; undone: {undone}", case.recipe,
+                overrides)

@@ -19,7 +19,9 @@ ACCEPTABLE: dict[str, dict[str, str]] = {
                     "underfitting": "the wrecked model does not fit within the budget"},
     "lr_too_low": {"underfitting": "a model that barely moves does not fit"},
     "exploding_gradients": {"underfitting": "a net whose early layers get chaotic updates does not fit",
-                            "divergence": "exploding gradients can end in an overflow"},
+                            "divergence": "exploding gradients can end in an overflow",
+                            "bad_initial_loss": "the init that makes the gradients explode makes the first logits "
+                                                "large too (one cause: the init scale)"},
     "vanishing_gradients": {"underfitting": "early layers that do not learn leave the model unfitted"},
     "dead_units": {"underfitting": "a layer of dead units passes no signal"},
     "saturated_activations": {"vanishing_gradients": "a saturated tanh/sigmoid passes almost no gradient",

@@ -17,6 +17,7 @@ from goodfit.doctor.findings import Diagnosis, Finding, verdict
 from goodfit.doctor.monitor import Monitor, Sample
 
 MAX_REPAIRS = 3
+REINIT_ABOVE = 1.2  # re-initialize an exploding net whose weights start above this multiple of the default scale
 
 
 def _flat(history: list[dict]) -> bool:
@@ -33,7 +34,7 @@ class DoctorCallback:
     plateau lowers the LR, or re-initializes the weights when they sit at the saddle around zero
     (at most MAX_REPAIRS repairs, each recorded)."""
 
-    def __init__(self, ctx: rules.Context, *, every: int = 25, auto_repair: bool = False,
+    def __init__(self, ctx: rules.Context, *, every: int = 50, auto_repair: bool = False,
                  preflight: list[Finding] | None = None, run_dir: str | Path | None = None):
         self.ctx, self.every, self.auto_repair = ctx, every, auto_repair
         self.preflight = list(preflight or [])
@@ -70,13 +71,18 @@ class DoctorCallback:
             self._snapshot(trainer, state)
 
     def on_step_end(self, trainer, state, loss) -> None:
-        self._pending.append((state.step, loss))
-        # CPU: reading the loss costs nothing, so divergence is caught at its step; elsewhere at each sample
-        check_now = self._cpu or self.monitor.armed
-        if check_now and not math.isfinite(float(loss)):
-            self._flush()
-            if self._diverged(trainer, state):
+        if self._cpu:  # reading the loss costs nothing here, so divergence is caught at its step
+            value = float(loss)
+            self.steps.append(state.step)
+            self.losses.append(value)
+            if not math.isfinite(value) and self._diverged(trainer, state):
                 return
+        else:  # on an accelerator the losses are read in one transfer at each sample and epoch end
+            self._pending.append((state.step, loss))
+            if self.monitor.armed and not math.isfinite(float(loss)):
+                self._flush()
+                if self._diverged(trainer, state):
+                    return
         if self.monitor.armed:
             self._flush()
             sample = self.monitor.read(state.step, state.epoch + 1)  # the epoch in progress, 1-based
@@ -89,15 +95,19 @@ class DoctorCallback:
         self._flush()
         if self.divergence is None and not math.isfinite(summary["train_loss"]):
             self._record_divergence(state)
+        if not self.auto_repair:
+            return  # nothing to act on now: when each finding was first seen is replayed at the end (diagnose)
         findings = self._inflight(state.epoch)
+        if not any(f.id == "plateau" for f in findings):
+            return
+        if rules.weight_scale(self.samples) < rules.THRESHOLDS["tiny_weights"]:
+            # the weights sit at the saddle around zero: no LR change escapes it, so no reason to wait
+            self._repair(trainer, state, "plateau", lambda: self._reinitialize(trainer),
+                         "re-initialized the weights (they sat at the saddle around zero)")
+            return
         flat_for = int(rules.THRESHOLDS["plateau_epochs"])
-        if self.auto_repair and state.epoch >= flat_for and any(f.id == "plateau" for f in findings) and _flat(
-                state.history[-flat_for:]):
-            if rules.weight_scale(self.samples) < rules.THRESHOLDS["tiny_weights"]:  # a saddle: no LR change escapes it
-                self._repair(trainer, state, "plateau", lambda: self._reinitialize(trainer),
-                             "re-initialized the weights at the default scale (they sat at the saddle around zero)")
-            else:
-                self._repair(trainer, state, "plateau", lambda: self._scale_lr(trainer, 0.3), "lowered the LR 3x")
+        if state.epoch >= flat_for and _flat(state.history[-flat_for:]):
+            self._repair(trainer, state, "plateau", lambda: self._scale_lr(trainer, 0.3), "lowered the LR 3x")
 
     def on_fit_end(self, trainer, state) -> None:
         self._flush()
@@ -111,12 +121,15 @@ class DoctorCallback:
             self.write(self.run_dir)
 
     # ------------------------------------------------------------ judging
-    def _inflight(self, epoch: int) -> list[Finding]:
+    def _inflight(self, epoch: int, upto: int | None = None) -> list[Finding]:
+        """The in-flight findings at the end of `epoch`, from the evidence up to step `upto` (default: all)."""
         # after a repair the run is judged on its own evidence; what came before is in first_seen (and repairs)
         samples, losses, steps = self.samples[self._since:], self.losses, self.steps
-        if self._since_step:
-            keep = [i for i, s in enumerate(self.steps) if s > self._since_step]
+        if self._since_step or upto is not None:
+            last = math.inf if upto is None else upto
+            keep = [i for i, s in enumerate(self.steps) if self._since_step < s <= last]
             losses, steps = [self.losses[i] for i in keep], [self.steps[i] for i in keep]
+            samples = [x for x in samples if x.step <= last]
         structural = (rules.gradient_findings(samples, self.ctx) + rules.activation_findings(samples, self.ctx)
                       + rules.code_findings(samples, self.ctx))
         found = structural + rules.loss_findings(losses, steps, samples, self.ctx, structural, epoch)
@@ -127,9 +140,19 @@ class DoctorCallback:
             self.first_seen.setdefault(f.id, (f.epoch, f.step))
         return found
 
+    def _replay(self, history: list[dict[str, Any]]) -> None:
+        """When each finding was first seen, judged at every epoch end on the evidence up to then. Without
+        repairs nothing acts on findings mid-run, so this runs once at the end, in one warm loop, instead of
+        at each epoch end of the training loop (where it cost about 1% of a small model's training time)."""
+        for epoch, h in enumerate(history[:-1], 1):  # the last epoch is judged by diagnose() itself
+            if isinstance(h.get("step"), int):
+                self._inflight(epoch, upto=h["step"])
+
     def diagnose(self, history: list[dict[str, Any]], best_epoch: int | None) -> Diagnosis:
         """All findings over the whole run, then the verdict. Findings seen during the run but gone by its
         end are kept as `info` (e.g. dead units that recovered)."""
+        if not self.repairs:  # with repairs the findings were judged live, on the evidence since the last one
+            self._replay(history)
         final = self._inflight(len(history))
         known = {f.id for f in self.preflight} | {f.id for f in final if f.severity != "info"}
         final += rules.curve_findings(history, self.ctx, best_epoch, known)
@@ -228,14 +251,30 @@ class DoctorCallback:
         ids = {f.id for f in structural}
         # units alive at the start and dead now were killed by the updates: the LR is too high
         thr = rules.THRESHOLDS["dead_fraction"]
-        wrecked = "dead_units" in ids and self.samples and max(self.samples[0].dead_fraction.values(), default=0) < thr
+        wrecked = ("dead_units" in ids and self.samples and max(self.samples[0].dead_fraction.values(), default=0) < thr
+                   # one sample is enough evidence to act on: units alive at the start, dead after oversized steps
+                   or rules.killed_units(recent) is not None)
         if (wrecked or "exploding_gradients" in ids and trainer.clip is not None) and self._good is not None:
             step = self._good[0]
             self._repair(trainer, state, "lr_too_high", lambda: self._rollback(trainer, state, 0.1),
                          f"rolled back to step {step} and lowered the LR 10x")
             return
+        if "exploding_gradients" in ids and rules.exploding_at_start(recent) and \
+                rules.weight_scale(recent[:1]) > REINIT_ABOVE * rules.DEFAULT_WEIGHT_SCALE:
+            # exploding from the first step, with weights larger than the default init's: the initialization is the
+            # cause (a chaotic regime that clipping only slows down); start again from the default scale
+            self._repair(trainer, state, "exploding_gradients", lambda: self._reinitialize(trainer),
+                         "re-initialized the weights (the gradients exploded from the initialization: weight scale "
+                         f"{rules.weight_scale(recent[:1]):.2g}, torch's default {rules.DEFAULT_WEIGHT_SCALE:.2g})")
+            return
         if "exploding_gradients" in ids and trainer.clip is None:
             norms = sorted(self._healthy_norms[-20:])  # norms of healthy steps: the explosion's own are no guide
+            if not norms and self._good is not None:  # no healthy step to take a clip level from: smaller steps
+                step = self._good[0]
+                self._repair(trainer, state, "lr_too_high", lambda: self._rollback(trainer, state, 0.1),
+                             f"rolled back to step {step} and lowered the LR 10x (the gradients exploded before any "
+                             "healthy step)")
+                return
             if norms and self._good is not None:
                 p90 = norms[min(len(norms) - 1, int(0.9 * len(norms)))]
                 step = self._good[0]
@@ -263,14 +302,20 @@ class DoctorCallback:
         return (not step_size > t["update_ratio_high"]
                 and max(sample.dead_fraction.values(), default=0.0) <= start + t["dying_rise"])
 
-    def _reinitialize(self, trainer) -> None:
-        """Every Linear/Conv layer back to torch's default initialization; their optimizer state is dropped."""
-        for module in trainer.model.modules():
-            w = getattr(module, "weight", None)
-            if isinstance(w, torch.nn.Parameter) and w.ndim >= 2 and hasattr(module, "reset_parameters"):
-                module.reset_parameters()
-                for p in module.parameters(recurse=False):
-                    trainer.optimizer.state.pop(p, None)
+    def _reinitialize(self, trainer) -> str:
+        """Every layer re-initialized by the scheme matched to the model's activation (He for ReLU-like, Xavier for
+        tanh/sigmoid, else torch's default); the optimizer's state is dropped. Returns the scheme's name."""
+        from goodfit.nn import init
+
+        scheme = init.matched(trainer.model)
+        if scheme == "default":
+            for module in trainer.model.modules():
+                if module is not trainer.model and hasattr(module, "reset_parameters"):
+                    module.reset_parameters()
+        else:
+            init.apply(trainer.model, scheme)
+        trainer.optimizer.state.clear()  # moments of the old weights would steer the new ones
+        return scheme
 
     def _scale_lr(self, trainer, factor: float) -> None:
         self._lr_scale *= factor
@@ -282,7 +327,9 @@ class DoctorCallback:
         epoch = state.epoch if state.batch_in_epoch == 0 else state.epoch + 1  # at an epoch end / mid-epoch
         if len(self.repairs) >= MAX_REPAIRS or any(r["id"] == fid and r["epoch"] == epoch for r in self.repairs):
             return
-        action()
+        scheme = action()
+        if isinstance(scheme, str):  # a re-initialization names the scheme it used
+            text = text.replace("re-initialized the weights", f"re-initialized the weights ({scheme} init)", 1)
         self._since, self._since_step = len(self.samples), state.step  # judge the repaired run on its own evidence
         self.repairs.append({"id": fid, "step": state.step, "epoch": epoch, "action": text})
         self.first_seen.setdefault(fid, (epoch, state.step))

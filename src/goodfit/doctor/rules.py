@@ -19,8 +19,13 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+from scipy.signal import lfilter
+
 from goodfit.doctor.findings import Finding
 from goodfit.doctor.monitor import Sample
+
+DEFAULT_WEIGHT_SCALE = 3 ** -0.5  # a unit's weight-vector norm / sqrt(units) under torch's default init (kaiming_uniform, a=sqrt 5)
 
 THRESHOLDS: dict[str, float] = {
     "vanishing_ratio": 1e-3,      # first-layer / last-layer gradient norm below this: vanishing
@@ -115,12 +120,12 @@ def _recent(samples: list[Sample], frac: float = 0.5) -> list[Sample]:
     return samples[int(len(samples) * (1 - frac)):] or samples[-1:]
 
 
-def _ema(xs: list[float], alpha: float = 0.1) -> list[float]:
-    out, m = [], None
-    for x in xs:
-        m = x if m is None else (1 - alpha) * m + alpha * x
-        out.append(m)
-    return out
+def _ema(xs, alpha: float = 0.1) -> np.ndarray:
+    """m_0 = x_0, m_t = (1 − α)·m_{t−1} + α·x_t, as one linear filter (the doctor runs it every epoch)."""
+    x = np.asarray(xs, dtype=np.float64)
+    if not len(x):
+        return x
+    return lfilter([alpha], [1.0, alpha - 1.0], x, zi=[(1.0 - alpha) * x[0]])[0]
 
 
 # ---------------------------------------------------------------- structural causes
@@ -233,13 +238,14 @@ def activation_findings(samples: list[Sample], ctx: Context) -> list[Finding]:
 def loss_features(losses: list[float]) -> dict[str, float]:
     """Progress (fraction of the starting loss removed, smoothed), instability (share of steps where the
     smoothed loss rises), and the start/end levels."""
-    finite = [x for x in losses if math.isfinite(x)]
+    x = np.asarray(losses, dtype=np.float64)
+    finite = x[np.isfinite(x)]
     if len(finite) < 4:
         return {"progress": float("nan"), "instability": float("nan"), "start": float("nan"), "end": float("nan")}
     k = max(1, len(finite) // 10)
-    start, end = statistics.fmean(finite[:k]), statistics.fmean(finite[-k:])
+    start, end = float(finite[:k].mean()), float(finite[-k:].mean())
     smooth = _ema(finite, alpha=min(0.3, 10 / len(finite)))
-    rises = sum(b > a for a, b in zip(smooth, smooth[1:]))
+    rises = int(np.count_nonzero(smooth[1:] > smooth[:-1]))
     return {"progress": (start - end) / start if start > 0 else float("nan"),
             "instability": rises / (len(smooth) - 1), "start": start, "end": end}
 

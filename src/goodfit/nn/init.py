@@ -98,6 +98,13 @@ def xavier_gain(activation: str = "relu", slope: float | None = None) -> float:
     return gain("tanh") if _nonlinearity(activation) == "tanh" else 1.0
 
 
+def matched(module: nn.Module) -> str:
+    """The scheme matched to the module's activation: `he` for the ReLU family (He et al. 2015), `xavier` for
+    tanh/sigmoid (Glorot & Bengio 2010), torch's `default` when there is no such activation."""
+    nonlinearity = _NONLINEARITY.get(find_activation(module)[0], "linear")
+    return {"relu": "he", "leaky_relu": "he", "tanh": "xavier", "sigmoid": "xavier"}.get(nonlinearity, "default")
+
+
 def _nonlinearity(activation: str) -> str:
     if activation not in _NONLINEARITY:
         raise UserError(f"init: no gain known for activation '{activation}'", "known: " + ", ".join(_NONLINEARITY))
