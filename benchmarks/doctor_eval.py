@@ -9,11 +9,14 @@ any other warning is a false positive unless the fault implies it (doctor_suite/
 Seeds 0 and 1 are the calibration split (THRESHOLDS in goodfit/doctor/rules.py were tuned on
 them); seed 2 is held out: its numbers are the ones to quote. Printed per split: per-class
 precision and recall, macro F1, the false-alarm rate on healthy runs and the median detection
-step as a fraction of the budget; then auto-repair success (the repairable classes rerun with
-doctor.auto_repair=true and 1.5x the budget: success = the best validation accuracy reaches 95%
-of the healthy base recipe's, same dataset and seed, judged from run.history, not by the doctor;
-the same rerun without repair is the baseline) and the doctor's overhead (a healthy run with
-doctor.enabled true vs false, interleaved repeats, ratio of the medians).
+step as a fraction of the budget; then auto-repair success: the repairable classes rerun with
+doctor.auto_repair=true and 1.5x the budget; success = the best validation accuracy reaches 95%
+of the healthy twin's (the same run with its fault undone, e.g. the recipe's LR or an init matched
+to the activation, same seed, 1x the budget), judged from run.history, not by the doctor. A repair
+can fix the fault but not the model, so the twin is the yardstick; the dataset's base recipe (a
+different model for some faults) is printed next to it, and the same rerun without repair is the
+baseline. Last, the doctor's overhead: step time (and whole training loop) of the default recipes
+with doctor.enabled true vs false, interleaved repeats, ratio of the medians.
 
     python benchmarks/doctor_eval.py [--quick] [--jobs N] [--out DIR] [--only KEY ...]
     python benchmarks/doctor_eval.py --rescore DIR/results.json   # current rules on the saved runs, no training
