@@ -103,3 +103,18 @@ def test_checkpoint_without_the_new_states_resumes_from_fresh_ones(tmp_path):
     assert resumed.history[5]["lr"] == ref.history[1]["lr"]  # epoch 6 restarted at the full LR: fresh plateau
     a, b = _weights(ref.dir, "last"), _weights(cut, "last")
     assert not all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_doctor_resumes_with_its_evidence(tmp_path):
+    """A resumed run is judged on all of its evidence: its first loss (a bad initialization shows only there),
+    the early samples, the findings' first-seen steps. Diagnosis and doctor.jsonl equal the uninterrupted run's."""
+    overrides = ["train.epochs=4", "train.threads=1", "train.checkpoint_interval=0", "train.checkpoint_every=9",
+                 "model.init=normal(std=1.0)", "model.norm=none"]
+    ref = goodfit.run("digits-mlp", overrides, out=tmp_path / "ref", progress=False)
+    assert "bad_initial_loss" in {f.id for f in ref.diagnosis.warnings()}
+    cut = _crashed(tmp_path / "cut", overrides, 45)
+    saved = json.loads((cut / "checkpoints" / "last" / "state.json").read_text())
+    assert saved["doctor"]["steps"] == list(range(1, 46))
+    resume(cut, progress=False)
+    assert json.loads((cut / "diagnosis.json").read_text()) == json.loads((ref.dir / "diagnosis.json").read_text())
+    assert (cut / "doctor.jsonl").read_text() == (ref.dir / "doctor.jsonl").read_text()

@@ -268,10 +268,15 @@ def new_run_dir(out: str | Path, name: str) -> Path:
 def _attach_writers(parts: Parts, run_dir: Path, truncate_at=None, time_offset=0.0) -> MetricsLog:
     recipe = parts.recipe
     log = MetricsLog(run_dir / "metrics.jsonl", recipe.train.log_every, truncate_at=truncate_at, time_offset=time_offset)
+    doctor = parts.doctor
     ckpt = Checkpointer(run_dir / "checkpoints", tracker=parts.early_stopping, log=log,
-                        every_steps=recipe.train.checkpoint_every, interval=recipe.train.checkpoint_interval)
-    # order matters: early stopping decides `improved`, the log writes the epoch line, then the checkpoint records both
-    parts.trainer.callbacks[1:1] = [log, ckpt]
+                        every_steps=recipe.train.checkpoint_every, interval=recipe.train.checkpoint_interval,
+                        extra=(lambda: {"doctor": doctor.state_dict()}) if doctor is not None else None)
+    # order matters: early stopping decides `improved`, the doctor repairs (a rollback, a new LR) and records its
+    # evidence, the log writes the epoch line, then the checkpoint records all of it
+    at = 2 if doctor is not None else 1
+    assert parts.trainer.callbacks[at - 1] is (doctor if doctor is not None else parts.early_stopping)
+    parts.trainer.callbacks[at:at] = [log, ckpt]
     # last: a callback that repairs a divergence in flight acts before the guard stops the run
     parts.trainer.callbacks.append(DivergenceGuard(recipe.train.log_every))
     if parts.doctor is not None:
@@ -382,6 +387,11 @@ def _resume(run_dir: Path, progress: bool, console, callbacks) -> Run:
     parts = build(recipe, progress=progress, console=console, callbacks=callbacks)
     # the newest checkpoint that verifies (last, else prev); none yet: from step 0
     state, saved = restore(run_dir, parts.trainer, parts.early_stopping, functools.partial(_warn, console))
+    if parts.doctor is not None and isinstance(saved.get("doctor"), dict):
+        try:  # the evidence before the interruption: the doctor judges the whole run, not the resumed part
+            parts.doctor.load_state_dict(saved["doctor"])
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            _warn(console, f"the doctor's saved state is unreadable ({type(e).__name__}); it judges the resumed part only")
     log = _attach_writers(parts, run_dir, truncate_at=saved.get("metrics_offset"), time_offset=saved.get("time") or 0.0)
     state = parts.trainer.fit(state)
     return _finish(parts, run_dir, state, log)

@@ -192,6 +192,31 @@ class DoctorCallback:
             for f in self.preflight:
                 fh.write(json.dumps({"kind": "preflight", **f.to_json()}) + "\n")
 
+    # ------------------------------------------------------------ checkpointed state
+    def state_dict(self) -> dict[str, Any]:
+        """What the doctor has seen so far, as JSON (saved in each checkpoint's state.json, so that a resumed run
+        is judged on all of its evidence: its first loss, its early samples, the repairs already made)."""
+        self._flush()
+        return {"steps": list(self.steps), "losses": [v if math.isfinite(v) else str(v) for v in self.losses],
+                "samples": [s.to_json() for s in self.samples],
+                "first_seen": {k: list(v) for k, v in self.first_seen.items()}, "repairs": list(self.repairs),
+                "since": self._since, "since_step": self._since_step, "healthy_norms": list(self._healthy_norms),
+                "lr_scale": self._lr_scale, "divergence": self.divergence.to_json() if self.divergence else None}
+
+    def load_state_dict(self, d: dict[str, Any]) -> None:
+        """Continue from `state_dict()`'s output; a malformed document raises KeyError/TypeError/ValueError."""
+        steps, losses = [int(x) for x in d["steps"]], [float(x) for x in d["losses"]]
+        if len(steps) != len(losses):
+            raise ValueError("the doctor's steps and losses differ in length")
+        samples = [Sample.from_json(x) for x in d["samples"]]
+        first_seen = {str(k): (v[0], v[1]) for k, v in d["first_seen"].items()}
+        repairs = [dict(r) for r in d["repairs"]]
+        divergence = Finding.from_json(d["divergence"]) if d.get("divergence") else None
+        self.steps, self.losses, self.samples, self.first_seen, self.repairs = steps, losses, samples, first_seen, repairs
+        self._since, self._since_step = int(d["since"]), int(d["since_step"])
+        self._healthy_norms, self._lr_scale = [float(x) for x in d["healthy_norms"]], float(d["lr_scale"])
+        self.divergence = divergence
+
     # ------------------------------------------------------------ helpers
     def _flush(self) -> None:
         if not self._pending:
