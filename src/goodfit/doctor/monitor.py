@@ -1,4 +1,4 @@
-"""In-flight measurements, sampled: on steps 1, 5, 10 and 25 (a run changes fastest at its start)
+"""In-flight measurements, sampled: on steps 1, 10 and 25 (a run changes fastest at its start)
 and then one optimizer step in `every` (default 50), forward hooks on the activation modules and a
 look at every layer's gradient and weight change.
 
@@ -23,7 +23,9 @@ from torch import nn
 RELU_LIKE = (nn.ReLU, nn.ReLU6)          # exact zeros: a unit can die
 SATURATING = (nn.Sigmoid, nn.Tanh, nn.Hardtanh, nn.Hardsigmoid)
 # a run changes fastest at its start, where most faults show (the initialization, an LR too high): sample it densely
-EARLY = frozenset((1, 5, 10, 25))
+EARLY = frozenset((1, 10, 25))
+# bugs in the training code are there from the first step: probe for them on the first samples, then one in four
+PROBE_FIRST, PROBE_EVERY = 4, 4
 
 
 @dataclass
@@ -42,6 +44,7 @@ class Sample:
     outputs_are_probabilities: bool = False  # the model's output rows lie in [0, 1] and sum to 1 (a softmax)
     stale_grad: float = 0.0    # share of the probed weight's .grad not along this step's fresh gradient (0: zeroed)
     untrained: list[str] = field(default_factory=list)  # weights that get no update: frozen or not in the optimizer
+    probed: bool = True  # the code-fault probes (the three fields above) ran on this sample
 
     def to_json(self) -> dict:
         return {k: getattr(self, k) for k in _FIELDS}
@@ -52,7 +55,7 @@ class Sample:
 
 
 _FIELDS = ("step", "epoch", "grad_norm", "weight_norm", "update_ratio", "weight_scale", "dead_fraction", "saturation",
-           "total_grad_norm", "outputs_are_probabilities", "stale_grad", "untrained")
+           "total_grad_norm", "outputs_are_probabilities", "stale_grad", "untrained", "probed")
 
 
 def weighted_layers(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
@@ -93,6 +96,8 @@ class Monitor:
         self._fresh: torch.Tensor | None = None   # the probed weight's gradients from this step's backward passes
         self._probs: list[torch.Tensor] = []  # min and max of the model's outputs and of their row sums
         self.armed = False
+        self.count = 0  # samples read so far
+        self._probe = True  # whether the sample being taken runs the code-fault probes
 
     def due(self, step: int) -> bool:
         """Whether optimizer step number `step` (1-based) is sampled: the early steps in EARLY, then every `every`."""
@@ -105,10 +110,12 @@ class Monitor:
         self._acts.clear()
         for name, module in self.activations:
             self._hooks.append(module.register_forward_hook(self._hook(name, module)))
-        self._hooks.append(self.model.register_forward_hook(self._output_hook))
         self._fresh, self._probs = None, []
-        if self.layers:  # the last layer's weight: were its gradients zeroed before this step's backward?
-            self._hooks.append(self.layers[-1][1].register_hook(self._grad_hook))
+        self._probe = self.count < PROBE_FIRST or self.count % PROBE_EVERY == 0
+        if self._probe:
+            self._hooks.append(self.model.register_forward_hook(self._output_hook))
+            if self.layers:  # the last layer's weight: were its gradients zeroed before this step's backward?
+                self._hooks.append(self.layers[-1][1].register_hook(self._grad_hook))
         with torch.no_grad():  # one foreach kernel copies them all
             self._before = list(torch._foreach_mul([w.detach() for _, w in self.layers], 1.0)) if self.layers else []
         self.armed = True
@@ -152,9 +159,13 @@ class Monitor:
         names = [n for n, _ in self.layers]
         device = self.layers[0][1].device if self.layers else torch.device("cpu")
         zero = torch.zeros((), device=device)
-        weights = [w.detach().float() for _, w in self.layers]
-        grads = [w.grad.detach().float() if w.grad is not None else zero for _, w in self.layers]
-        deltas = (list(torch._foreach_sub(weights, [b.float() for b in self._before])) if len(self._before) == len(weights)
+
+        def f32(t):  # most weights are float32 already: skip the call (a sample is some 40 small operations)
+            return t if t.dtype == torch.float32 else t.float()
+
+        weights = [f32(w.detach()) for _, w in self.layers]
+        grads = [f32(w.grad.detach()) if w.grad is not None else zero for _, w in self.layers]
+        deltas = (list(torch._foreach_sub(weights, [f32(b) for b in self._before])) if len(self._before) == len(weights)
                   else [zero for _ in weights])
         norms = torch._foreach_norm(grads + weights + deltas) if self.layers else []  # one kernel per list, not per layer
         acts = [v.float().mean() for v in self._acts.values()]  # alive share (ReLU-like) or saturated share
@@ -191,7 +202,10 @@ class Monitor:
         if probs:
             lo, hi, row_lo, row_hi = values[-4:]
             sample.outputs_are_probabilities = lo >= 0 and hi <= 1 and abs(row_lo - 1) < 1e-3 and abs(row_hi - 1) < 1e-3
-        sample.untrained = self.untrained()
+        sample.probed = self._probe
+        if self._probe:
+            sample.untrained = self.untrained()
+        self.count += 1
         self.disarm()
         self._before = []
         return sample

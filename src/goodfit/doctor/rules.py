@@ -445,6 +445,7 @@ def curve_findings(history: list[dict[str, Any]], ctx: Context, best_epoch: int 
 def code_findings(samples: list[Sample], ctx: Context) -> list[Finding]:
     """softmax_before_loss, missing_zero_grad, parameters_not_training: bugs in the training code."""
     out: list[Finding] = []
+    samples = [s for s in samples if s.probed]  # the probes run on the first samples, then one in four
     if not samples:
         return out
     probs = [s for s in samples if s.outputs_are_probabilities]
