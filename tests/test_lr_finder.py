@@ -1,4 +1,5 @@
-"""The LR range test: the sweep, the suggestion rules, exact restoration, the recipe API and `goodfit lr-find`."""
+"""The LR range test: the sweep, the suggestion rules, the held-out doubling probes, exact restoration,
+the recipe API and `goodfit lr-find`."""
 from __future__ import annotations
 
 import math
@@ -11,8 +12,8 @@ import yaml
 import goodfit
 from goodfit.data import TensorLoader
 from goodfit.errors import UserError
-from goodfit.optim.lr_finder import (lr_grid, lr_range_test, smooth, suggest_minimum, suggest_steepest,
-                                     suggest_valley)
+from goodfit.optim.lr_finder import (DEFAULT_RULE, doubling_crossing, lr_grid, lr_range_test, smooth, suggest_minimum,
+                                     suggest_steepest, suggest_valley)
 from goodfit.recipe import load_recipe
 from goodfit.runner import build, resolve
 
@@ -62,6 +63,43 @@ def test_rules_fall_back_to_the_first_lr_without_a_descent():
         assert rule(lrs, rising) == lrs[0]
 
 
+def test_the_doubling_crossing_needs_two_steps_in_a_row():
+    assert doubling_crossing([0.3, 0.1, -0.2, 0.05, -0.1, 0.0, -0.4]) == 4  # 0 counts as "did not help"
+    assert doubling_crossing([0.3, float("nan"), float("nan")]) == 1  # a NaN probe did not help
+    assert doubling_crossing([0.3, -0.1, 0.2, -0.1]) is None
+
+
+def _quadratic(c=1.0, n=256, batch=8):
+    """A scalar model w with MSE on inputs all equal to c and targets 0: every batch's loss is
+    L(w) = c²w², curvature A = 2c²; SGD starts at w = 1."""
+    x = torch.full((n, 1), c, dtype=torch.float64)
+    y = torch.zeros(n, 1, dtype=torch.float64)
+    model = torch.nn.Linear(1, 1, bias=False).double()
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    return model, torch.optim.SGD(model.parameters(), lr=0.1), TensorLoader(x, y, batch, seed=0), (x[:32], y[:32])
+
+
+@pytest.mark.parametrize("use_holdout", [True, False])
+def test_the_doubling_probes_on_a_quadratic_match_the_closed_form(use_holdout):
+    # SGD on L = ½Aw²: w1 = (1 − ηA)w0 and the doubled step lands at (1 − 2ηA)w0, so the probed gain is
+    # log L(w1) − log L(w2) = 2 log|1 − ηA| − 2 log|1 − 2ηA|, whatever w0 is. It is > 0 (doubling helps)
+    # exactly when |1 − ηA| > |1 − 2ηA|, i.e. η < 2/(3A); the greedy optimum is η = 1/A.
+    c = 1.0
+    a = 2 * c * c
+    model, opt, loader, holdout = _quadratic(c)
+    result = lr_range_test(model, torch.nn.functional.mse_loss, opt, loader, start_lr=1e-3, end_lr=10.0,
+                           holdout=holdout if use_holdout else None)
+    lrs = np.array(result.lrs)
+    expected = 2 * np.log(np.abs(1 - lrs * a)) - 2 * np.log(np.abs(1 - 2 * lrs * a))
+    np.testing.assert_allclose(result.gains, expected, rtol=1e-9, atol=1e-9)
+    k = int(np.argmax(lrs >= 2 / (3 * a)))  # the first grid LR past the crossing (this grid: 0.381 > 1/3)
+    assert lrs[k - 1] < 2 / (3 * a) < lrs[k] and k + 1 < result.steps
+    assert result.crossing == result.suggestions["doubling"] == pytest.approx(lrs[k])
+    assert result.suggestions["minimum_capped"] == min(result.suggestions["minimum"], result.suggestions["doubling"])
+    assert result.rule == DEFAULT_RULE == "minimum_capped" and result.suggestion == result.suggestions[DEFAULT_RULE]
+
+
 def _parts(name="digits-cnn", **overrides):
     recipe = resolve(load_recipe(name, {"train.threads": 1, **overrides}))
     return build(recipe, progress=False)
@@ -80,7 +118,42 @@ def _train_steps(t, n):
     return losses
 
 
-def test_the_finder_restores_model_optimizer_and_rngs_bit_exactly():
+def _sweep(probes: bool, holdout: str | None):
+    """A digits-cnn sweep (batch norm, dropout, Adam), with the model's weights, buffers and the RNG
+    recorded as each optimizer step begins: after the previous step's probes."""
+    parts = _parts("digits-cnn")
+    t = parts.trainer
+    seen = []
+    step = t.optimizer.step
+
+    def spy(*a, **k):
+        seen.append(({k: v.clone() for k, v in t.model.state_dict().items()}, torch.get_rng_state()))
+        return step(*a, **k)
+
+    t.optimizer.step = spy
+    result = lr_range_test(t.model, t.loss_fn, t.optimizer, t.train_loader, probes=probes,
+                           rule=DEFAULT_RULE if probes else "minimum",
+                           holdout=(parts.data.x_val, parts.data.y_val) if holdout == "val" else None)
+    return result, seen
+
+
+@pytest.mark.parametrize("holdout", ["val", None])
+def test_the_probes_leave_the_sweep_trajectory_unchanged(holdout):
+    plain, plain_states = _sweep(probes=False, holdout=None)
+    probed, probed_states = _sweep(probes=True, holdout=holdout)
+    assert "doubling" not in plain.suggestions and plain.gains == [] and len(probed.gains) == probed.steps
+    assert probed.losses == plain.losses
+    for rule in ("minimum", "steepest", "valley"):
+        assert probed.suggestions[rule] == plain.suggestions[rule], rule
+    assert len(probed_states) == len(plain_states) == plain.steps
+    for (state_a, rng_a), (state_b, rng_b) in zip(plain_states, probed_states):
+        assert torch.equal(rng_a, rng_b)
+        for k, v in state_a.items():  # weights bit-exact, batch-norm running statistics untouched
+            assert torch.equal(v, state_b[k]), k
+
+
+@pytest.mark.parametrize("holdout", ["val", None])
+def test_the_finder_restores_model_optimizer_and_rngs_bit_exactly(holdout):
     # a CNN with batch norm (running statistics) and dropout (RNG), with Adam moments already built up
     parts = _parts("digits-cnn")
     t = parts.trainer
@@ -91,8 +164,9 @@ def test_the_finder_restores_model_optimizer_and_rngs_bit_exactly():
     groups_before = [{k: v for k, v in g.items() if k != "params"} for g in t.optimizer.param_groups]
     rng_before = torch.get_rng_state()
 
-    result = lr_range_test(t.model, t.loss_fn, t.optimizer, t.train_loader, end_lr=10.0)
-    assert result.steps >= 5
+    result = lr_range_test(t.model, t.loss_fn, t.optimizer, t.train_loader, end_lr=10.0,
+                           holdout=(parts.data.x_val, parts.data.y_val) if holdout == "val" else None)
+    assert result.steps >= 5 and len(result.gains) == result.steps
 
     for k, v in t.model.state_dict().items():
         assert torch.equal(v, model_before[k]), k
@@ -156,6 +230,8 @@ def test_bad_arguments_are_clear_errors():
     loader = TensorLoader(torch.randn(64, 2), torch.randn(64, 1), 8)
     with pytest.raises(ValueError, match="rule"):
         lr_range_test(model, torch.nn.functional.mse_loss, opt, loader, rule="median")
+    with pytest.raises(ValueError, match="probes"):
+        lr_range_test(model, torch.nn.functional.mse_loss, opt, loader, probes=False)  # the default rule needs them
     with pytest.raises(ValueError, match="start_lr < end_lr"):
         lr_range_test(model, torch.nn.functional.mse_loss, opt, loader, start_lr=1.0, end_lr=0.1)
     with pytest.raises(UserError, match="rule"):
@@ -167,10 +243,19 @@ def test_bad_arguments_are_clear_errors():
 def test_lr_find_on_a_recipe(tmp_path):
     result = goodfit.lr_find("digits-mlp", {"train.threads": 1}, plot=tmp_path / "curve.png")
     assert result.steps <= result.steps_per_epoch
-    assert set(result.suggestions) == {"valley", "steepest", "minimum"}
-    assert result.rule == "minimum" and result.suggestion == result.suggestions["minimum"]
+    assert set(result.suggestions) == {"minimum_capped", "minimum", "steepest", "valley", "doubling"}
+    assert result.rule == "minimum_capped"
+    assert result.suggestion == min(result.suggestions["minimum"], result.suggestions["doubling"])
     assert 1e-6 <= result.suggestion <= 1.0
     assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_lr_find_without_a_val_split_probes_the_next_batch():
+    overrides = {"train.threads": 1, "data.split.val": 0, "train.early_stopping.monitor": "train_loss"}
+    found = goodfit.lr_find("digits-mlp", overrides)
+    t = _parts("digits-mlp", **overrides).trainer
+    direct = lr_range_test(t.model, t.loss_fn, t.optimizer, t.train_loader, holdout=None)
+    assert found.gains == direct.gains and found.suggestions == direct.suggestions
 
 
 def test_cli_lr_find_plots_and_applies(cli, tmp_path):

@@ -181,8 +181,9 @@ def lr_find(recipe: Optional[str] = typer.Argument(None, help="YAML path or buil
             start_lr: float = typer.Option(1e-6, "--start-lr", help="First LR of the exponential sweep."),
             end_lr: float = typer.Option(1.0, "--end-lr", help="Last LR of the sweep (it stops earlier on divergence)."),
             steps: Optional[int] = typer.Option(None, "--steps", help="Sweep length in steps (default: one epoch)."),
-            rule: str = typer.Option("minimum", "--rule", help="Suggestion rule: minimum (the smoothed loss's "
-                                     "minimum / 10), steepest or valley."),
+            rule: str = typer.Option("minimum_capped", "--rule", help="Suggestion rule: minimum_capped (minimum, "
+                                     "capped where doubling the step stops lowering the val loss), minimum (the "
+                                     "smoothed loss's minimum / 10), steepest, valley or doubling."),
             plot: Path = typer.Option(Path("lr_find.png"), "--plot", help="Where to save the curve (PNG)."),
             apply: bool = typer.Option(False, "--apply", help="Write the recipe with optimizer.lr = the suggestion."),
             output: Optional[Path] = typer.Option(None, "--output", "-o",

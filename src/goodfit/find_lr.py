@@ -7,16 +7,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from goodfit.errors import UserError
 from goodfit.optim.lr_finder import DEFAULT_RULE, RULES, LRFinderResult, lr_range_test
 from goodfit.recipe import Recipe, load_recipe, write_patched_recipe
+
+HOLDOUT_CAP = 512  # val samples the probes evaluate (2 forward passes per sweep step): bounds their cost
 
 
 def lr_find(recipe: str | Path | dict | Recipe | None = None, overrides: list[str] | dict | None = None, *,
             start_lr: float = 1e-6, end_lr: float = 1.0, steps: int | None = None, rule: str = DEFAULT_RULE,
             plot: str | Path | None = None) -> LRFinderResult:
     """Run the LR range test for a recipe (at most one epoch of its training data, its batch size,
-    optimizer and loss); the recipe's model is built, swept and discarded. `plot` saves the curve."""
+    optimizer and loss); the recipe's model is built, swept and discarded. The held-out probes use
+    at most HOLDOUT_CAP samples of the val split (the next training batch without one). `plot`
+    saves the curve."""
     from goodfit.runner import _torch_threads, build, resolve
 
     if rule not in RULES:
@@ -35,13 +41,24 @@ def lr_find(recipe: str | Path | dict | Recipe | None = None, overrides: list[st
         if per_epoch < 5:
             raise UserError(f"one epoch has only {per_epoch} batches: too few for an LR sweep",
                             "use a smaller train.batch_size for the sweep, e.g. --set train.batch_size=16")
+        holdout = _holdout(parts.data.x_val, parts.data.y_val)
         result = lr_range_test(t.model, t.loss_fn, t.optimizer, t.train_loader, start_lr=start_lr, end_lr=end_lr,
-                               steps=steps, rule=rule, device=t.device, precision=t.precision)
+                               steps=steps, rule=rule, holdout=holdout, device=t.device, precision=t.precision)
     if plot is not None:
         Path(plot).parent.mkdir(parents=True, exist_ok=True)
         result.plot(plot, title=f"LR range test: {resolved.name} ({resolved.optimizer.name}, "
                                 f"batch {resolved.train.batch_size})")
     return result
+
+
+def _holdout(x, y):
+    """At most HOLDOUT_CAP rows, evenly spaced over the split (its rows keep the source's order,
+    which may be sorted by class); None for an empty split."""
+    n = len(x)
+    if n == 0:
+        return None
+    rows = torch.arange(min(n, HOLDOUT_CAP)) * n // min(n, HOLDOUT_CAP)
+    return x[rows], y[rows]
 
 
 def apply_lr(recipe: str | Path | None, overrides: list[str] | dict | None, lr: float, path: str | Path) -> Path:

@@ -20,7 +20,8 @@ A practical order that wastes little compute:
    al. 2018) says where a larger batch stops buying fewer steps (the critical batch). Keep
    enough optimizer steps per epoch (≥ 8 here). `goodfit batch-size RECIPE` measures all three.
 3. **LR from a range test** at the recipe's batch size (`goodfit lr-find RECIPE`: one epoch,
-   the smoothed loss's minimum / 10), then **rescaled to the chosen batch**: linearly for SGD
+   the smoothed loss's minimum / 10, capped where doubling a step stops lowering the held-out
+   loss), then **rescaled to the chosen batch**: linearly for SGD
    (η ∝ B, Goyal et al. 2017), by √B for Adam-type optimizers (Malladi et al. 2022).
 4. **Check once with a short grid** around the suggestion if the budget allows, and watch the
    first epochs' curves (the doctor's job): a loss that oscillates or diverges means the LR is

@@ -23,8 +23,11 @@ validation set. It costs one full training per LR. The **LR range test** (Smith 
    is the largest LR that still helps *in one step from where the model is*, and a run
    spends most of its time in sharper regions than the untrained start.
 4. goodfit's default rule reads the smoothed curve (centered smoothing of log-loss, so it does
-   not lag) and returns the LR of its minimum divided by 10; `--rule steepest` (fastest
-   descent) and `--rule valley` are offered too.
+   not lag) and takes the LR of its minimum divided by 10, capped at the first LR where
+   doubling a step would no longer have lowered a held-out loss (each step probes the loss at
+   the new weights and at a doubled step: a greedy line search on data it did not train on;
+   that catches a batch-norm net whose training loss keeps falling far past a sensible LR);
+   `--rule minimum`, `steepest` (fastest descent) and `valley` are offered too.
 
 Why it works: the loss change per step, Δℓ ≈ −η‖g‖² + ½η²gᵀHg, is negative and growing
 while η is small, and turns positive once η exceeds ~2‖g‖²/gᵀHg, the curvature limit of
