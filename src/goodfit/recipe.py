@@ -180,7 +180,7 @@ class Train(_Section):
 class Doctor(_Section):
     enabled: bool = True
     auto_repair: bool = False  # repair in flight: roll back a divergence, clip exploding gradients, lower the LR on a plateau
-    every: int = Field(50, ge=1)  # optimizer steps between the doctor's sampled measurements (after steps 1, 10, 25)
+    every: int = Field(100, ge=1)  # optimizer steps between the doctor's sampled measurements (after steps 1, 10, 25)
 
 
 class Recipe(_Section):

@@ -53,7 +53,7 @@ class Doctor:
     `epoch(train_loss=, val_loss=, **metrics)` after each epoch; `report()` gives the Diagnosis."""
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, *, task: str = "classification",
-                 num_classes: int | None = None, every: int = 50, steps_per_epoch: int | None = None,
+                 num_classes: int | None = None, every: int = 100, steps_per_epoch: int | None = None,
                  auto_repair: bool = False, restore_best: bool = False):
         lr = optimizer.param_groups[0]["lr"]
         device = next(model.parameters()).device

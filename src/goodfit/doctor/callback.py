@@ -34,7 +34,7 @@ class DoctorCallback:
     plateau lowers the LR, or re-initializes the weights when they sit at the saddle around zero
     (at most MAX_REPAIRS repairs, each recorded)."""
 
-    def __init__(self, ctx: rules.Context, *, every: int = 50, auto_repair: bool = False,
+    def __init__(self, ctx: rules.Context, *, every: int = 100, auto_repair: bool = False,
                  preflight: list[Finding] | None = None, run_dir: str | Path | None = None):
         self.ctx, self.every, self.auto_repair = ctx, every, auto_repair
         self.preflight = list(preflight or [])

@@ -1,5 +1,5 @@
 """In-flight measurements, sampled: on steps 1, 10 and 25 (a run changes fastest at its start)
-and then one optimizer step in `every` (default 50), forward hooks on the activation modules and a
+and then one optimizer step in `every` (default 100), forward hooks on the activation modules and a
 look at every layer's gradient and weight change.
 
 Between samples nothing is attached, so an unsampled step costs nothing. A sample costs about
@@ -79,7 +79,7 @@ def _unit_alive(out: torch.Tensor) -> torch.Tensor:
 class Monitor:
     """Sample a model's training every `every` optimizer steps (and the first)."""
 
-    def __init__(self, model: nn.Module, every: int = 50, optimizer: torch.optim.Optimizer | None = None):
+    def __init__(self, model: nn.Module, every: int = 100, optimizer: torch.optim.Optimizer | None = None):
         if every < 1:
             raise ValueError(f"every must be >= 1, got {every}")
         self.model, self.every, self.optimizer = model, every, optimizer
