@@ -336,3 +336,20 @@ def test_goodfit_doctor_on_bad_run_directories_exits_2(cli, tmp_path):
     (run / "doctor.jsonl").write_text('{"kind": "preflight", "id": "no_such_finding"}\n')
     code, out = cli("doctor", run)
     assert code == 2 and "damaged" in out and "Traceback" not in out
+
+
+def test_regression_as_good_as_a_linear_fit_is_not_underfitting(tmp_path):
+    from goodfit.data.quality import linear_baseline_mse
+
+    # the baseline against its formula: y = Xw + noise of variance s², so a linear fit leaves about s²
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2000, 5, generator=g)
+    y = x @ torch.randn(5, 1, generator=g) + 0.5 * torch.randn(2000, 1, generator=g)
+    assert linear_baseline_mse(x, y) == pytest.approx(0.25, rel=0.1)
+    # diabetes: a linear model explains about half the variance; the default MLP matches it, and that is a good fit
+    run = _run(tmp_path, "train.epochs=60", recipe="diabetes-mlp")
+    assert run.diagnosis.verdict == "good_fit", [f.to_json() for f in run.diagnosis.warnings()]
+    # an MLP that barely trains stays far above the baseline: underfitting, with the baseline as evidence
+    slow = _run(tmp_path, "train.epochs=8", "optimizer.lr=1e-5", recipe="diabetes-mlp")
+    under = next(f for f in slow.diagnosis.warnings() if f.id == "underfitting")
+    assert under.evidence["val_loss"] > 1.1 * under.evidence["linear_baseline_loss"]

@@ -44,6 +44,7 @@ THRESHOLDS: dict[str, float] = {
     "flat_progress": 0.05,        # the loss fell by less than this fraction of its start: it does not train
     "unstable": 0.35,             # share of steps whose smoothed loss rises while far from converged
     "initial_loss_factor": 2.0,   # first loss above this multiple of the chance-level loss: bad init
+    "baseline_margin": 1.1,       # regression: val loss within this multiple of a linear model's is no underfit
     "plateau_epochs": 3,          # epochs without relative improvement of...
     "plateau_change": 0.01,       # ... this much in the training loss
     "improving": 0.05,            # the training loss fell this much (relative) over the run's last fifth: still improving
@@ -70,6 +71,7 @@ class Context:
     label_smoothing: float = 0.0       # raises the lowest reachable cross-entropy above 0
     penalized: bool = False            # the logged loss includes an L1/L2 weight penalty
     width: int | None = None           # the recipe model's width (sizes the "wider model" prescription)
+    baseline_loss: float | None = None  # regression with MSE: a linear model's out-of-fold loss (the data's noise level)
 
     def floor_loss(self) -> float:
         """The lowest reachable loss: 0, or with label smoothing ε the entropy of the smoothed target,
@@ -420,7 +422,9 @@ def curve_findings(history: list[dict[str, Any]], ctx: Context, best_epoch: int 
     cause = sorted(TRAINING_FAULTS & set(explained))
     bar = ctx.fit_bar(t["far_with_cause"] if cause else t["far_from_fit"]) if ctx.chance_loss() else \
         (t["far_with_cause"] if cause else t["far_from_fit"]) * chance
-    if train[delivered] > bar and val[delivered] > bar:
+    # a model as good as a linear fit of the same data is not underfitting: what remains is (about) noise
+    beaten = ctx.baseline_loss is not None and val[delivered] <= t["baseline_margin"] * ctx.baseline_loss
+    if train[delivered] > bar and val[delivered] > bar and not beaten:
         # still improving over the last fifth of the run: more time helps; stalled: more capacity does
         tail = max(2, len(rows) // 5)
         improving = len(rows) > tail and train[-1] < (1 - t["improving"]) * train[-tail]
@@ -428,9 +432,12 @@ def curve_findings(history: list[dict[str, Any]], ctx: Context, best_epoch: int 
         wider = {"action": "a wider model", "recipe_patch": {"model.width": 4 * ctx.width if ctx.width else 256}}
         out.append(Finding(
             "underfitting", "warning", epoch=delivered + 1,
-            evidence={"train_loss": train[delivered], "val_loss": val[delivered], "chance_loss": chance},
+            evidence={"train_loss": train[delivered], "val_loss": val[delivered], "chance_loss": chance,
+                      **({"linear_baseline_loss": ctx.baseline_loss} if ctx.baseline_loss is not None else {})},
             thresholds={"train_loss": f"> {t['far_with_cause' if cause else 'far_from_fit']:g} x chance"
-                                      + (f" (with {', '.join(cause)})" if cause else "")},
+                                      + (f" (with {', '.join(cause)})" if cause else ""),
+                        **({"val_loss": f"> {t['baseline_margin']:g} x linear_baseline_loss"}
+                           if ctx.baseline_loss is not None else {})},
             message=f"Training and validation loss both stay high ({train[delivered]:.3g} / {val[delivered]:.3g}, chance "
                     f"level {chance:.3g}): the model does not fit the data. "
                     + (f"Fix {' and '.join(cause)} first." if cause else
