@@ -45,12 +45,13 @@ def _bad_inputs(tmp_path, csv_file):
         "unknown recipe": (["train", "digits-cnnn"], "digits-cnn"),
         "unknown metric": (["train", "--set", "metrics=[acuracy]"], "accuracy"),
         "not a run dir": (["resume", str(tmp_path)], "not a goodfit run directory"),
+        "model too large": (["train", "digits-mlp", "--set", "model.width=1000000000000"], "does not fit in memory"),
     }
 
 
 CASES = ["unknown key", "wrong type", "missing file", "missing data file", "csv without target", "nan/inf in features",
          "npz label out of range", "empty dataset", "val + test >= 1", "shape mismatch", "unknown recipe",
-         "unknown metric", "not a run dir"]
+         "unknown metric", "not a run dir", "model too large"]
 
 
 @pytest.mark.parametrize("case", CASES)

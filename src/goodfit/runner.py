@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import functools
 import json
+import re
 import random
 import time
 import warnings
@@ -145,7 +146,18 @@ def build(recipe: Recipe, *, progress: bool = True, console=None, callbacks: lis
     stages.done("data")
     stages.items[-1:] = [(f"data: {name}", sec) for name, sec in data.timings]
     # LSUV measures variances on real inputs; other schemes ignore the batch
-    model = build_model(recipe.model, data.input_shape, data.num_outputs, batch=data.x_train[:256]).to(device)
+    try:
+        model = build_model(recipe.model, data.input_shape, data.num_outputs, batch=data.x_train[:256]).to(device)
+    except (MemoryError, OverflowError) as e:
+        raise UserError(f"model: cannot build {recipe.model.name} width {recipe.model.width}, depth {recipe.model.depth} "
+                        f"({type(e).__name__}: {str(e).splitlines()[0][:160]})", "use a smaller model.width / depth") from None
+    except RuntimeError as e:
+        asked = re.search(r"allocate (\d+) bytes", str(e))
+        if asked is None and "out of memory" not in str(e).lower():
+            raise
+        need = f" (one of its tensors needs {int(asked.group(1)) / 2**30:,.0f} GiB)" if asked else ""
+        raise UserError(f"model: {recipe.model.name} width {recipe.model.width}, depth {recipe.model.depth} does not fit "
+                        f"in memory{need}", "use a smaller model.width / depth") from None
     stages.done(f"model: build and initialize ({recipe.model.init})")
     loss_options = recipe.loss.options()
     class_weights = data.class_weights.to(device) if data.class_weights is not None else None
