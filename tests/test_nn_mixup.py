@@ -13,6 +13,8 @@ from goodfit.errors import UserError
 from goodfit.losses import build_loss, cross_entropy
 from goodfit.nn.mixup import BatchMix, build_mix, cutmix, cutmix_box, mixup, soft_targets, split_mix
 
+from crash_helpers import Crash, CrashAt
+
 
 def test_mixup_is_the_convex_combination_of_pairs():
     torch.manual_seed(0)
@@ -142,22 +144,6 @@ def test_a_recipe_trains_with_mixup_and_cutmix(augment, tmp_path):
     assert run.history[-1]["val_accuracy"] > 0.3
 
 
-class _Crash(Exception):
-    pass
-
-
-class _CrashAt:
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_end(self, trainer, state, loss):
-        if state.step == self.step:
-            for cb in trainer.callbacks:
-                if hasattr(cb, "close"):
-                    cb.close()
-            raise _Crash
-
-
 def test_a_mixup_run_resumes_bit_identically(tmp_path):
     """λ, the pairing and the boxes come from torch's global RNG, which checkpoints save and resume restores."""
     from safetensors.torch import load_file
@@ -168,8 +154,8 @@ def test_a_mixup_run_resumes_bit_identically(tmp_path):
                  "train.threads=1", "train.checkpoint_interval=0", "train.checkpoint_every=7",
                  "train.early_stopping.patience=null", "doctor.enabled=false"]
     ref = goodfit.run("digits-cnn", overrides, out=tmp_path / "ref", progress=False)
-    with pytest.raises(_Crash):
-        goodfit.run("digits-cnn", overrides, out=tmp_path / "cut", progress=False, callbacks=[_CrashAt(30)])
+    with pytest.raises(Crash):
+        goodfit.run("digits-cnn", overrides, out=tmp_path / "cut", progress=False, callbacks=[CrashAt(30)])
     (cut,) = [p for p in (tmp_path / "cut" / "digits-cnn").iterdir() if p.is_dir()]
     resumed = resume(cut, progress=False)
     assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in ref.history]

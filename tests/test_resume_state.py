@@ -11,7 +11,8 @@ from safetensors.torch import load_file
 
 import goodfit
 from goodfit.runner import resume
-from goodfit.engine.callbacks import MetricsLog
+
+from crash_helpers import Crash, CrashAt
 from goodfit.engine.checkpoint import write_state
 
 BASE = ["train.epochs=7", "train.batch_size=64", "train.threads=1", "train.early_stopping.patience=null",
@@ -24,25 +25,6 @@ CASES = {
     "plateau_on_accuracy": ["schedule={name: reduce_on_plateau, monitor: val_accuracy, patience: 1, factor: 0.3}",
                             "schedule.interval=epoch"],
 }
-
-
-class Crash(Exception):
-    pass
-
-
-class CrashAt:
-    """Kill the run at optimizer step `step`, after its checkpoint: buffered log lines are flushed
-    (resume truncates the log to the checkpoint's offset anyway), nothing else is saved."""
-
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_end(self, trainer, state, loss):
-        if state.step == self.step:
-            for cb in trainer.callbacks:
-                if isinstance(cb, MetricsLog):
-                    cb.close()
-            raise Crash
 
 
 def _only_run(root: Path) -> Path:

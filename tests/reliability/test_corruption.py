@@ -9,25 +9,10 @@ import reliability_harness as h
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from goodfit.engine.callbacks import MetricsLog
 from goodfit.engine.checkpoint import CorruptCheckpoint, read_checkpoint, save_checkpoint
 from goodfit.runner import resume
 
-
-class Crash(Exception):
-    pass
-
-
-class CrashAt:
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_end(self, trainer, state, loss):
-        if state.step == self.step:
-            for cb in trainer.callbacks:
-                if isinstance(cb, MetricsLog):
-                    cb.close()
-            raise Crash
+from crash_helpers import Crash, CrashAt
 
 
 @pytest.fixture(scope="module")
