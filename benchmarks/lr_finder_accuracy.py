@@ -50,6 +50,9 @@ def grid(lo: float, hi: float, per_decade: int) -> list[float]:
     return [float(10 ** e) for e in np.linspace(lo, hi, n)]
 
 
+EPOCH_SECONDS: list[float] = []  # wall time of each grid epoch (training + validation): the finder's time unit
+
+
 def train_score(recipe: str, lr: float, seed: int, extra: dict, out: str) -> tuple[float, float, float]:
     """(final validation loss, best-epoch validation loss, final validation accuracy); inf if it diverged."""
     overrides = {"seed": seed, "optimizer.lr": lr, "train.threads": 1, "train.checkpoint_interval": 1e9,
@@ -58,6 +61,7 @@ def train_score(recipe: str, lr: float, seed: int, extra: dict, out: str) -> tup
         run = goodfit.run(recipe, overrides, out=out, progress=False)
     except TrainingFailed:  # diverged: the worst possible score
         return math.inf, math.inf, 0.0
+    EPOCH_SECONDS.extend(h["train_time"] + h.get("val_time", 0.0) for h in run.history)
     losses = [h["val_loss"] if math.isfinite(h["val_loss"]) else math.inf for h in run.history]
     return losses[-1], min(losses), run.history[-1].get("val_accuracy", float("nan"))
 
@@ -102,6 +106,7 @@ def main() -> int:
         for label, recipe, overrides, hi in cases:
             extra = {**overrides, **budget}
             lrs = grid(args.lo, hi, args.per_decade)
+            goodfit.lr_find(recipe, {"seed": args.seeds[0], "train.threads": 1, **extra}, rule=args.rule)  # warm-up
             t0 = time.perf_counter()
             found = [goodfit.lr_find(recipe, {"seed": s, "train.threads": 1, **extra}, rule=args.rule)
                      for s in args.seeds]
@@ -109,6 +114,7 @@ def main() -> int:
             suggestion = math.exp(statistics.fmean(math.log(r.suggestion) for r in found))
             epochs_cost = max(r.steps / r.steps_per_epoch for r in found)
             scores = {}
+            EPOCH_SECONDS.clear()
             for lr in lrs:
                 results = [train_score(recipe, lr, s, extra, out) for s in args.seeds]
                 scores[lr] = tuple(statistics.fmean(r[i] for r in results) for i in range(3))
@@ -132,14 +138,20 @@ def main() -> int:
                   f"ratio {ratio:.2f} -> {'within 3x' if hit else 'MISS'}; val loss at the grid LR nearest the "
                   f"suggestion / best = {regret:.2f}; val-loss regret (interpolated at the suggestion) "
                   f"{interp_regret:.2f}; other rules' ratios: {others}", flush=True)
-            rows.append((label, suggestion, best_lr, ratio, epochs_cost, regret, interp_regret))
+            # the finder reads at most one epoch of training data; its held-out probes add forward passes: in time,
+            # it costs this many training epochs (median epoch of the grid runs, validation included)
+            epoch_s = statistics.median(EPOCH_SECONDS) if EPOCH_SECONDS else float("nan")
+            time_cost = finder_s / len(found) / epoch_s
+            print(f"{label}: the finder takes {finder_s / len(found):.2f}s = {time_cost:.1f}x the time of one training "
+                  f"epoch ({epoch_s:.3f}s, validation included; model build included in the finder's time)", flush=True)
+            rows.append((label, suggestion, best_lr, ratio, epochs_cost, regret, interp_regret, time_cost))
     print()
     print("| recipe | finder suggestion | grid-best LR | ratio | within 3x | val loss at nearest grid LR / best | "
-          "val-loss regret | finder cost (epochs) |")
-    print("|---|---|---|---|---|---|---|---|")
-    for label, s, b, r, cost, regret, interp_regret in rows:
+          "val-loss regret | finder cost: epochs of training data | finder time / one epoch's |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for label, s, b, r, cost, regret, interp_regret, time_cost in rows:
         print(f"| {label} | {s:.3g} | {b:.3g} | {r:.2f} | {'yes' if 1 / 3 <= r <= 3 else 'no'} | {regret:.2f} | "
-              f"{interp_regret:.2f} | {cost:.2f} |")
+              f"{interp_regret:.2f} | {cost:.2f} | {time_cost:.1f}x |")
     what = "held-out settings" if args.held_out else "recipes"
     print(f"\n{hits}/{len(rows)} {what} within 3x of the grid-best LR")
     if args.held_out:

@@ -30,6 +30,8 @@ def lr_find(recipe: str | Path | dict | Recipe | None = None, overrides: list[st
     if not 0 < start_lr < end_lr:
         raise UserError(f"the sweep needs 0 < start_lr < end_lr, got {start_lr:g} and {end_lr:g}")
     resolved = resolve(load_recipe(recipe, overrides))
+    # the sweep is not a run: no doctor (its pre-flight data checks would cost more than the sweep)
+    resolved = resolved.model_copy(update={"doctor": resolved.doctor.model_copy(update={"enabled": False})})
     with _torch_threads():
         parts = build(resolved, progress=False)
         t = parts.trainer
