@@ -289,3 +289,13 @@ def test_cli_lr_find_bad_input_exits_2(cli, tmp_path):
         code, output = cli("lr-find", *args, "--plot", tmp_path / "x.png")
         assert code == 2, (args, output)
         assert "Traceback" not in output
+
+
+def test_the_classic_rules_skip_the_held_out_probes():
+    """`rule=minimum` (or steepest, valley) costs one epoch: no probes, and the same curve-rule suggestion."""
+    base = {"train.threads": 1, "train.epochs": 1}
+    full = goodfit.lr_find("digits-mlp", base)
+    classic = goodfit.lr_find("digits-mlp", base, rule="minimum")
+    assert full.gains and not classic.gains and classic.crossing is None
+    assert classic.suggestion == full.suggestions["minimum"]
+    assert "doubling" not in classic.suggestions

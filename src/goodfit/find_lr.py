@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from goodfit.errors import UserError
-from goodfit.optim.lr_finder import DEFAULT_RULE, RULES, LRFinderResult, lr_range_test
+from goodfit.optim.lr_finder import DEFAULT_RULE, PROBE_RULES, RULES, LRFinderResult, lr_range_test
 from goodfit.recipe import Recipe, load_recipe, write_patched_recipe
 
 HOLDOUT_CAP = 512  # val samples the probes evaluate (2 forward passes per sweep step): bounds their cost
@@ -43,9 +43,13 @@ def lr_find(recipe: str | Path | dict | Recipe | None = None, overrides: list[st
         if per_epoch < 5:
             raise UserError(f"one epoch has only {per_epoch} batches: too few for an LR sweep",
                             "use a smaller train.batch_size for the sweep, e.g. --set train.batch_size=16")
-        holdout = _holdout(parts.data.x_val, parts.data.y_val)
+        # the held-out probes (2 forward passes per step) only for the rules that read them: the classic
+        # rules cost one epoch of training time, the default about 3-6 on the built-in recipes
+        probes = rule in PROBE_RULES
+        holdout = _holdout(parts.data.x_val, parts.data.y_val) if probes else None
         result = lr_range_test(t.model, t.loss_fn, t.optimizer, t.train_loader, start_lr=start_lr, end_lr=end_lr,
-                               steps=steps, rule=rule, holdout=holdout, device=t.device, precision=t.precision)
+                               steps=steps, rule=rule, holdout=holdout, probes=probes, device=t.device,
+                               precision=t.precision)
     if plot is not None:
         Path(plot).parent.mkdir(parents=True, exist_ok=True)
         result.plot(plot, title=f"LR range test: {resolved.name} ({resolved.optimizer.name}, "
