@@ -3,9 +3,9 @@ while the learning rate grows exponentially, record the loss, and read a good LR
 
 The default suggestion is a tenth of the LR where the smoothed training loss stops falling, but
 never more than the smallest sweep LR at which doubling the step would no longer have lowered a
-held-out loss, 2 steps in a row (a greedy line search on held-out data). For that, each step
-probes the held-out loss at w+d and w+2d (d: the step's update): 2 forward passes per step on
-the held-out batch, no backward, no extra training data. The probes leave the sweep's own
+held-out loss, 2 steps in a row (a greedy line search on held-out data). For that, each step up to
+that crossing probes the held-out loss at w+d and w+2d (d: the step's update): 2 forward passes
+per step on the held-out batch, no backward, no extra training data. The probes leave the sweep's own
 trajectory untouched (weights put back exactly, batch-norm buffers and RNGs not touched).
 
 The sweep changes the model, the optimizer and the RNGs; all three are restored bit-exactly
@@ -36,7 +36,7 @@ class LRFinderResult:
     steps: int                     # optimizer steps taken (at most one epoch's worth)
     steps_per_epoch: int
     suggestions: dict[str, float] = field(default_factory=dict)  # what every rule would have said
-    # per step: log L(w+d) − log L(w+2d) on the held-out batch; > 0 while doubling the step would have helped
+    # per step up to the crossing: log L(w+d) − log L(w+2d) on the held-out batch; > 0 while doubling helped
     gains: list[float] = field(default_factory=list)
     crossing: float | None = None  # the "doubling" rule's LR, None when doubling helped up to the end
 
@@ -268,7 +268,8 @@ def lr_range_test(model: torch.nn.Module, loss_fn, optimizer: torch.optim.Optimi
     params = [p for p in model.parameters() if p.requires_grad]
     restore = snapshot(model, optimizer)
     losses: list[float] = []
-    probed: list[torch.Tensor] = []  # kept on the device: synced once, after the sweep
+    gains: list[float] = []  # per probed step: log L(w+d) − log L(w+2d) on the held-out batch
+    probing = probes
     best, avg, stopped = math.inf, 0.0, False
     batches = _batches(loader, steps + (probes and holdout is None))
     try:
@@ -278,14 +279,16 @@ def lr_range_test(model: torch.nn.Module, loss_fn, optimizer: torch.optim.Optimi
             (x, y), batch = batch, next(batches, None)
             for g, r in zip(optimizer.param_groups, ratios):
                 g["lr"] = float(lrs[i]) * r
-            w0 = [p.detach().clone() for p in params] if probes else None
+            w0 = [p.detach().clone() for p in params] if probing else None
             optimizer.zero_grad(set_to_none=True)
             with autocast(device, precision):
                 loss = loss_fn(model(x), y)
             loss.backward()
             optimizer.step()
-            if probes:
-                probed.append(_probe(model, loss_fn, params, w0, *(holdout or batch), device, precision))
+            if probing:
+                gains.append(_gain(*_probe(model, loss_fn, params, w0, *(holdout or batch), device, precision).tolist()))
+                # past the crossing the probes cannot change any suggestion: stop paying for them
+                probing = doubling_crossing(gains[-2:]) is None
             value = loss.item()  # the stop test needs it now: one sync per step is the finder's price
             losses.append(value)
             # the stop test uses a causal EMA (bias-corrected); the suggestion uses centered smoothing
@@ -305,9 +308,8 @@ def lr_range_test(model: torch.nn.Module, loss_fn, optimizer: torch.optim.Optimi
         suggestions = {name: float(lrs[0]) for name in CURVE_RULES}
     else:
         suggestions = {name: fn(tried, smoothed) for name, fn in CURVE_RULES.items()}
-    gains, crossing = [], None
+    crossing = None
     if probes:
-        gains = [_gain(*pair) for pair in torch.stack(probed).tolist()]
         k = doubling_crossing(gains)
         crossing = None if k is None else float(lrs[k])
         suggestions["doubling"] = float(lrs[n - 1]) if crossing is None else crossing
