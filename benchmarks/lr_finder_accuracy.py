@@ -78,6 +78,26 @@ def interpolated(scores: dict[float, float], lr: float) -> float:
     return scores[hi] if t == 1 else (1 - t) * scores[lo] + t * scores[hi]
 
 
+def cost_only(recipes: list[str], rule: str) -> int:
+    """The finder's wall time in training epochs (median of 3 calls after a warm-up; an epoch: the median
+    train + validation time of a 3-epoch run)."""
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as out:
+        for recipe in recipes:
+            base = {"train.threads": 1}
+            goodfit.lr_find(recipe, base, rule=rule)
+            times = []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                goodfit.lr_find(recipe, base, rule=rule)
+                times.append(time.perf_counter() - t0)
+            run = goodfit.run(recipe, {**base, "train.epochs": 3, "doctor.enabled": False}, out=out, progress=False)
+            epoch = statistics.median(h["train_time"] + h.get("val_time", 0.0) for h in run.history)
+            print(f"{recipe}: finder (rule {rule}) {statistics.median(times):.3f}s, one epoch {epoch:.3f}s -> "
+                  f"{statistics.median(times) / epoch:.2f}x", flush=True)
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--recipes", nargs="+", default=RECIPES)
@@ -90,7 +110,11 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--held-out", action="store_true", help="the held-out settings instead of --recipes "
                                                              "(informational, no pass/fail)")
+    ap.add_argument("--cost-only", action="store_true", help="no grid: time the finder (with --rule) against one "
+                                                              "training epoch, median of 3")
     args = ap.parse_args()
+    if args.cost_only:
+        return cost_only(args.recipes, args.rule)
     cases = [(r, r, {}, args.hi) for r in args.recipes]
     if args.held_out:
         cases = [(label, recipe, overrides, max(args.hi, hi)) for label, recipe, overrides, hi in HELD_OUT]
