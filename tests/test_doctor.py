@@ -353,3 +353,42 @@ def test_regression_as_good_as_a_linear_fit_is_not_underfitting(tmp_path):
     slow = _run(tmp_path, "train.epochs=8", "optimizer.lr=1e-5", recipe="diabetes-mlp")
     under = next(f for f in slow.diagnosis.warnings() if f.id == "underfitting")
     assert under.evidence["val_loss"] > 1.1 * under.evidence["linear_baseline_loss"]
+
+
+def test_gradients_exploding_mid_run_are_clipped_at_the_p90_of_the_healthy_norms():
+    from functools import partial
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from goodfit.doctor.callback import DoctorCallback
+    from goodfit.optim.clipping import clip_by_norm
+
+    model = _mlp()
+    trainer = SimpleNamespace(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), clip=None)
+    cb = DoctorCallback(Context(num_classes=3), auto_repair=True)
+    state = SimpleNamespace(step=0, epoch=0, batch_in_epoch=1)
+    good = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def feed(first_grad, total):
+        state.step += 10
+        cb.losses.append(1.0)
+        s = Sample(step=state.step, epoch=1, grad_norm={"0": first_grad, "2": 1.0, "4": 1.0},
+                   weight_norm={"0": 5.0, "2": 5.0, "4": 5.0}, update_ratio={"0": 0.01, "2": 0.01, "4": 0.01},
+                   total_grad_norm=total)
+        cb.samples.append(s)
+        cb._after_sample(trainer, state, s)
+
+    healthy = [float(n) for n in range(1, 21)]
+    for n in healthy:
+        feed(1.0, n)
+    assert trainer.clip is None and not cb.repairs
+    with torch.no_grad():  # the explosion moves the weights: the repair must undo that too
+        model[0].weight.add_(100.0)
+    feed(1e4, 1e4)  # the first layer's gradient 10^4 x the last's, after 20 healthy samples
+    assert [r["id"] for r in cb.repairs] == ["exploding_gradients"]
+    p90 = float(np.percentile(healthy, 90, method="inverted_cdf"))
+    assert isinstance(trainer.clip, partial) and trainer.clip.func is clip_by_norm
+    assert trainer.clip.keywords["max_norm"] == p90 == 18.0
+    assert f"clipped gradients at norm {p90:.3g}" in cb.repairs[0]["action"]
+    assert all(torch.equal(v, good[k]) for k, v in model.state_dict().items())  # rolled back to a healthy state

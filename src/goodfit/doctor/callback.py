@@ -301,7 +301,7 @@ class DoctorCallback:
                              "healthy step)")
                 return
             if norms and self._good is not None:
-                p90 = norms[min(len(norms) - 1, int(0.9 * len(norms)))]
+                p90 = norms[math.ceil(0.9 * len(norms)) - 1]  # nearest rank
                 step = self._good[0]
 
                 def clip_from_good():  # the explosion already moved the weights: undo it, then bound the steps
