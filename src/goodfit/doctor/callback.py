@@ -29,10 +29,12 @@ def _flat(history: list[dict]) -> bool:
 
 class DoctorCallback:
     """Watch a fit. `preflight` are findings known before step 0 (data checks); `every` is the
-    sampling period in optimizer steps; with `auto_repair`, divergence rolls back to the last good
-    state with a lower LR, exploding gradients turn on clipping at the p90 of recent norms, and a
-    plateau lowers the LR, or re-initializes the weights when they sit at the saddle around zero
-    (at most MAX_REPAIRS repairs, each recorded)."""
+    sampling period in optimizer steps; with `auto_repair`, divergence (or units killed by oversized
+    steps) rolls back to the last good state with a lower LR; gradients exploding from the
+    initialization re-initialize the weights by the scheme matched to the activation, and those
+    exploding later turn on clipping at the p90 of the healthy norms; a plateau lowers the LR, or
+    re-initializes the weights when they sit at the saddle around zero (at most MAX_REPAIRS
+    repairs, each recorded)."""
 
     def __init__(self, ctx: rules.Context, *, every: int = 100, auto_repair: bool = False,
                  preflight: list[Finding] | None = None, run_dir: str | Path | None = None):
