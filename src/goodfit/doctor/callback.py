@@ -3,6 +3,7 @@ knows nothing of it), samples the model through `Monitor`, judges with `rules`, 
 flight when asked, and writes diagnosis.json and doctor.jsonl into the run directory."""
 from __future__ import annotations
 
+import bisect
 import copy
 import json
 import math
@@ -128,10 +129,13 @@ class DoctorCallback:
         # after a repair the run is judged on its own evidence; what came before is in first_seen (and repairs)
         samples, losses, steps = self.samples[self._since:], self.losses, self.steps
         if self._since_step or upto is not None:
-            last = math.inf if upto is None else upto
-            keep = [i for i, s in enumerate(self.steps) if self._since_step < s <= last]
-            losses, steps = [self.losses[i] for i in keep], [self.steps[i] for i in keep]
-            samples = [x for x in samples if x.step <= last]
+            # steps only grow (a rollback restores weights, not the step counter): slice, don't scan; the replay
+            # does this once per epoch
+            lo = bisect.bisect_right(self.steps, self._since_step)
+            hi = len(self.steps) if upto is None else bisect.bisect_right(self.steps, upto)
+            losses, steps = self.losses[lo:hi], self.steps[lo:hi]
+            if upto is not None:
+                samples = samples[:bisect.bisect_right([x.step for x in samples], upto)]
         structural = (rules.gradient_findings(samples, self.ctx) + rules.activation_findings(samples, self.ctx)
                       + rules.code_findings(samples, self.ctx))
         found = structural + rules.loss_findings(losses, steps, samples, self.ctx, structural, epoch)
